@@ -1,0 +1,39 @@
+# speechbed: every target is one line. Settings come from setup/environment/default.sh,
+# overridden by ENV_FILE=private/<machine>_local.sh when given (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ENV_FILE ?=
+PY := .venv/bin/python
+# Sources the default environment, then ENV_FILE; variables already set in the shell win.
+WITH_ENV = set -a && . setup/environment/default.sh && if [ -n "$(ENV_FILE)" ]; then . "$(ENV_FILE)"; fi && set +a &&
+
+yml ?=
+gpus ?=
+num_jobs ?=
+args ?=
+
+.PHONY: help install test bench lint clean pipeline check_environment
+
+help:  ## list the targets
+	@grep -E '^[a-z_]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | expand -t 22
+
+install:  ## create .venv with the project and its test extras (fast when already done)
+	@bash setup/install.sh
+
+test: install  ## run the whole test suite
+	$(WITH_ENV) $(PY) -m pytest tests
+
+bench: install  ## print the benchmark tables (ratios against baselines measured in the same run)
+	$(WITH_ENV) $(PY) benchmarks/run_all.py
+
+lint: install  ## ruff check and format check
+	$(PY) -m ruff check src scripts tests benchmarks && $(PY) -m ruff format --check src scripts tests benchmarks
+
+clean:  ## remove build outputs and caches (keeps storage/ and .venv)
+	rm -rf build .pytest_cache .ruff_cache .hypothesis src/*.egg-info && find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+pipeline: install  ## run a pipeline: make pipeline yml=FILE [gpus=0,1] [num_jobs=N] [args="--force ..."]
+	$(WITH_ENV) $(PY) scripts/pipeline.py -y $(yml) $(if $(gpus),--gpus $(gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(args)
+
+check_environment:  ## print every testbed variable, where its value came from, and what is missing
+	$(WITH_ENV) $(PY) -m speechbed.environment --env-file "$(ENV_FILE)"

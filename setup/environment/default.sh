@@ -1,0 +1,35 @@
+# speechbed environment: every variable the testbed reads, with its default.
+#
+# Copy this file to private/<machine>_local.sh, edit the values there (that
+# folder is git-ignored, so credentials are safe) and pass it to make:
+#     make pipeline yml=... ENV_FILE=private/<machine>_local.sh
+# A variable already set in your shell wins over both files.
+# `make check_environment` prints each value and where it came from.
+
+# Repository root (where the Makefile is); the defaults below live under it.
+export SPEECHBED_ROOT="${SPEECHBED_ROOT:-$(pwd)}"
+
+# Corpora as distributed (the TIMIT LDC root is ${DATA_DIRECTORY}/timit).
+export DATA_DIRECTORY="${DATA_DIRECTORY:-${SPEECHBED_ROOT}/storage/data}"
+# Manifests and zarr feature caches made from the corpora.
+export CACHE_DIRECTORY="${CACHE_DIRECTORY:-${SPEECHBED_ROOT}/storage/cache}"
+# Run folders, logs, pipeline state, analysis tables and plots.
+export ARTIFACTS_DIRECTORY="${ARTIFACTS_DIRECTORY:-${SPEECHBED_ROOT}/storage/artifacts}"
+
+# GPUs the pipeline may lease (comma-separated ids); empty = CUDA_VISIBLE_DEVICES or nvidia-smi.
+export SPEECHBED_GPUS="${SPEECHBED_GPUS:-}"
+# Folder of per-GPU lock files shared by every pipeline on this machine.
+export SPEECHBED_LEASE_DIR="${SPEECHBED_LEASE_DIR:-/tmp/speechbed-gpu-leases}"
+
+# Container engine (docker or podman) and the image jobs with run_in: container use.
+export CONTAINER_ENGINE="${CONTAINER_ENGINE:-docker}"
+export DOCKER_IMAGE_NAME="${DOCKER_IMAGE_NAME:-speechbed:dev}"
+
+# Host ports for JupyterLab and TensorBoard.
+export JUPYTER_HOST_PORT="${JUPYTER_HOST_PORT:-8888}"
+export TENSORBOARD_HOST_PORT="${TENSORBOARD_HOST_PORT:-6006}"
+
+# Google service-account JSON for the results sheet (keep it in private/).
+export PATH_TO_GOOGLE_CREDENTIALS="${PATH_TO_GOOGLE_CREDENTIALS:-${SPEECHBED_ROOT}/private/google_credentials.json}"
+# comet.ml API key; empty = offline archives in each run folder.
+export COMET_API_KEY="${COMET_API_KEY:-}"

@@ -1,0 +1,326 @@
+"""Job files: the YAML convention every script follows (substitution, jobs lists, schemas).
+
+Scripts call ``run_jobs_cli``; the pipeline and sweep call ``load_config`` for whole-file schemas.
+
+A job file holds one job (a mapping) or a ``jobs:`` list; its other top-level keys are
+defaults shared by every job. ``${VAR}`` and ``${VAR:-default}`` are substituted from the
+environment before parsing (``$${`` writes a literal ``${``). Every error names the file,
+the line, the job index and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+import traceback
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+from speechbed.errors import UserInputError
+
+_VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class JobSchema(pydantic.BaseModel):
+    """Base of every script's job schema: unknown keys are errors, fields carry descriptions."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_default=True)
+
+
+Schema = TypeVar("Schema", bound=pydantic.BaseModel)
+Location = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where a job came from and how the script was asked to run it."""
+
+    source: Path
+    index: int
+    force: bool = False
+
+
+# --------------------------------------------------------------------------- substitution
+
+
+def substitute_variables(text: str, source: str | Path, environ: Mapping[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` line by line; unset variables are errors."""
+    environ = os.environ if environ is None else environ
+    lines = text.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+
+        def replace(match: re.Match[str], number: int = number) -> str:
+            if match.group(1):  # "$${...}" is an escaped literal "${...}"
+                return "${" + match.group(2) + "}"
+            name, has_default, default = match.group(2).partition(":-")
+            if not _NAME.fullmatch(name):
+                raise UserInputError(
+                    f"{source}:{number}: '{match.group(0)}' is not a variable reference; "
+                    "write ${NAME} or ${NAME:-default} (or $${...} for a literal)"
+                )
+            if name in environ:
+                return environ[name]
+            if has_default:
+                return default
+            raise UserInputError(
+                f"{source}:{number}: variable {name} is not set; export it, set it in your "
+                f"ENV_FILE, or write ${{{name}:-default}}"
+            )
+
+        lines[number - 1] = _VARIABLE.sub(replace, line)
+    return "".join(lines)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse_yaml(text: str, source: str | Path) -> tuple[Any, dict[Location, int]]:
+    """Safe-load YAML and map every key path to its 1-based line."""
+    try:
+        document = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserInputError(f"{where}: not valid YAML: {problem}") from None
+    lines: dict[Location, int] = {}
+
+    def walk(node: yaml.Node, path: Location) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key,))
+                lines[path + (key,)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, path + (index,))
+
+    if root is not None:
+        walk(root, ())
+    return document, lines
+
+
+def _merge(defaults: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge a job over the shared defaults (nested mappings merge key by key)."""
+    merged = dict(defaults)
+    for key, value in job.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: str | Path, environ: Mapping[str, str] | None) -> tuple[Any, dict[Location, int]]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: job file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path}: cannot read job file: {error}") from None
+    return _parse_yaml(substitute_variables(text, path, environ), path)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _field_model(schema: type[pydantic.BaseModel], location: Location) -> type[pydantic.BaseModel] | None:
+    """The pydantic model that owns the last key of ``location`` (None if not a model)."""
+    model: Any = schema
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+        return model
+    return None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """Find a BaseModel inside Optional[...] / list[...] / dict[..., ...] annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _inner_model(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _dotted(location: Location) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def _format_errors(
+    error: pydantic.ValidationError,
+    schema: type[pydantic.BaseModel],
+    source: str | Path,
+    lines: dict[Location, int],
+    prefix: Location,
+    job_label: str,
+) -> str:
+    messages = []
+    for item in error.errors():
+        location = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        line = None
+        for length in range(len(location), -1, -1):
+            line = lines.get(prefix + location[:length]) or lines.get(location[:length])
+            if line is not None:
+                break
+        where = f"{source}:{line}" if line else f"{source}"
+        key = _dotted(location) or "(top level)"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            owner = _field_model(schema, location)
+            known = sorted(owner.model_fields) if owner else []
+            close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+            text = f"unknown key '{key}' ({hint})"
+        elif kind == "missing":
+            text = f"missing required key '{key}'"
+        else:
+            text = f"key '{key}': {item['msg']} (got {item.get('input')!r})"
+        messages.append(f"{where}: {job_label}: {text}")
+    return "\n".join(messages)
+
+
+def _validate(
+    schema: type[Schema],
+    raw: Any,
+    source: str | Path,
+    lines: dict[Location, int],
+    prefix: Location,
+    job_label: str,
+) -> Schema:
+    if not isinstance(raw, Mapping):
+        line = lines.get(prefix)
+        where = f"{source}:{line}" if line else str(source)
+        raise UserInputError(f"{where}: {job_label}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return schema.model_validate(dict(raw))
+    except pydantic.ValidationError as error:
+        raise UserInputError(_format_errors(error, schema, source, lines, prefix, job_label)) from None
+
+
+def load_config(path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None) -> Schema:
+    """Load a whole file as one object of ``schema`` (pipelines, experiments)."""
+    document, lines = _read(path, environ)
+    return _validate(schema, document if document is not None else {}, path, lines, (), "file")
+
+
+def load_jobs(path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None) -> list[Schema]:
+    """Load one job or a ``jobs:`` list, each merged over the file's top-level defaults."""
+    document, lines = _read(path, environ)
+    if document is None:
+        raise UserInputError(f"{path}: job file is empty")
+    if not isinstance(document, Mapping):
+        raise UserInputError(f"{path}:1: a job file holds a mapping (one job) or a 'jobs:' list")
+    if "jobs" not in document:
+        return [_validate(schema, document, path, lines, (), "job 0")]
+    jobs = document["jobs"]
+    if not isinstance(jobs, list) or not jobs:
+        raise UserInputError(f"{path}:{lines.get(('jobs',), 1)}: 'jobs' must be a non-empty list of mappings")
+    defaults = {key: value for key, value in document.items() if key != "jobs"}
+    loaded = []
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping):
+            raise UserInputError(f"{path}:{lines.get(('jobs', index), 1)}: job {index}: expected a mapping")
+        loaded.append(_validate(schema, _merge(defaults, job), path, lines, ("jobs", index), f"job {index}"))
+    return loaded
+
+
+# --------------------------------------------------------------------------- help text
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(value) for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(argument) for argument in typing.get_args(annotation))
+    if origin is not None:
+        inner = ", ".join(_type_name(argument) for argument in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_schema(schema: type[pydantic.BaseModel], indent: str = "  ") -> str:
+    """The schema as readable text: key, type, default and description, nested sections indented."""
+    rows = []
+    for name, field in schema.model_fields.items():
+        nested = _inner_model(field.annotation)
+        if field.is_required():
+            default = "required"
+        elif nested is not None and field.default_factory is not None:
+            default = "section"
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = f"default: {value!r}"
+        rows.append(f"{indent}{name}: {_type_name(field.annotation)}  ({default})")
+        if field.description:
+            rows.append(f"{indent}    {field.description}")
+        if nested is not None:
+            rows.append(describe_schema(nested, indent + "    "))
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def run_jobs_cli(
+    schema: type[Schema],
+    run: Callable[[Schema, JobContext], None],
+    description: str | None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of every step script: ``SCRIPT -y FILE.yml [--force]``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="job file keys:\n" + describe_schema(schema),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-y", "--yml", required=True, type=Path, help="the YAML job file")
+    parser.add_argument("--force", action="store_true", help="redo jobs whose outputs are already up to date")
+    arguments = parser.parse_args(argv)
+    try:
+        jobs = load_jobs(arguments.yml, schema)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = 0
+    for index, job in enumerate(jobs):
+        context = JobContext(source=arguments.yml, index=index, force=arguments.force)
+        try:
+            run(job, context)
+        except UserInputError as error:
+            print(f"error: {arguments.yml}: job {index}: {error}", file=sys.stderr)
+            failed += 1
+        except Exception:  # a bug, not bad input: keep the traceback, go on with the next job
+            traceback.print_exc()
+            print(f"error: {arguments.yml}: job {index} failed (traceback above)", file=sys.stderr)
+            failed += 1
+    if failed:
+        print(f"{failed} of {len(jobs)} job(s) failed", file=sys.stderr)
+    return 1 if failed else 0
