@@ -54,7 +54,9 @@ class JobContext:
 # --------------------------------------------------------------------------- substitution
 
 
-def substitute_variables(text: str, source: str | Path, environ: Mapping[str, str] | None = None) -> str:
+def substitute_variables(
+    text: str, source: str | Path, environ: Mapping[str, str] | None = None
+) -> str:
     """Replace ``${VAR}`` / ``${VAR:-default}`` line by line; unset variables are errors."""
     environ = os.environ if environ is None else environ
     lines = text.splitlines(keepends=True)
@@ -139,7 +141,9 @@ def _read(path: str | Path, environ: Mapping[str, str] | None) -> tuple[Any, dic
 # --------------------------------------------------------------------------- validation
 
 
-def _field_model(schema: type[pydantic.BaseModel], location: Location) -> type[pydantic.BaseModel] | None:
+def _field_model(
+    schema: type[pydantic.BaseModel], location: Location
+) -> type[pydantic.BaseModel] | None:
     """The pydantic model that owns the last key of ``location`` (None if not a model)."""
     model: Any = schema
     for part in location[:-1]:
@@ -181,7 +185,9 @@ def _format_errors(
 ) -> str:
     messages = []
     for item in error.errors():
-        location = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        location = tuple(
+            part for part in item["loc"] if not (isinstance(part, str) and "[" in part)
+        )
         line = None
         for length in range(len(location), -1, -1):
             line = lines.get(prefix + location[:length]) or lines.get(location[:length])
@@ -215,20 +221,28 @@ def _validate(
     if not isinstance(raw, Mapping):
         line = lines.get(prefix)
         where = f"{source}:{line}" if line else str(source)
-        raise UserInputError(f"{where}: {job_label}: expected a mapping of keys, got {type(raw).__name__}")
+        raise UserInputError(
+            f"{where}: {job_label}: expected a mapping of keys, got {type(raw).__name__}"
+        )
     try:
         return schema.model_validate(dict(raw))
     except pydantic.ValidationError as error:
-        raise UserInputError(_format_errors(error, schema, source, lines, prefix, job_label)) from None
+        raise UserInputError(
+            _format_errors(error, schema, source, lines, prefix, job_label)
+        ) from None
 
 
-def load_config(path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None) -> Schema:
+def load_config(
+    path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None
+) -> Schema:
     """Load a whole file as one object of ``schema`` (pipelines, experiments)."""
     document, lines = _read(path, environ)
     return _validate(schema, document if document is not None else {}, path, lines, (), "file")
 
 
-def load_jobs(path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None) -> list[Schema]:
+def load_jobs(
+    path: str | Path, schema: type[Schema], environ: Mapping[str, str] | None = None
+) -> list[Schema]:
     """Load one job or a ``jobs:`` list, each merged over the file's top-level defaults."""
     document, lines = _read(path, environ)
     if document is None:
@@ -239,13 +253,19 @@ def load_jobs(path: str | Path, schema: type[Schema], environ: Mapping[str, str]
         return [_validate(schema, document, path, lines, (), "job 0")]
     jobs = document["jobs"]
     if not isinstance(jobs, list) or not jobs:
-        raise UserInputError(f"{path}:{lines.get(('jobs',), 1)}: 'jobs' must be a non-empty list of mappings")
+        raise UserInputError(
+            f"{path}:{lines.get(('jobs',), 1)}: 'jobs' must be a non-empty list of mappings"
+        )
     defaults = {key: value for key, value in document.items() if key != "jobs"}
     loaded = []
     for index, job in enumerate(jobs):
         if not isinstance(job, Mapping):
-            raise UserInputError(f"{path}:{lines.get(('jobs', index), 1)}: job {index}: expected a mapping")
-        loaded.append(_validate(schema, _merge(defaults, job), path, lines, ("jobs", index), f"job {index}"))
+            raise UserInputError(
+                f"{path}:{lines.get(('jobs', index), 1)}: job {index}: expected a mapping"
+            )
+        loaded.append(
+            _validate(schema, _merge(defaults, job), path, lines, ("jobs", index), f"job {index}")
+        )
     return loaded
 
 
@@ -302,7 +322,9 @@ def run_jobs_cli(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-y", "--yml", required=True, type=Path, help="the YAML job file")
-    parser.add_argument("--force", action="store_true", help="redo jobs whose outputs are already up to date")
+    parser.add_argument(
+        "--force", action="store_true", help="redo jobs whose outputs are already up to date"
+    )
     arguments = parser.parse_args(argv)
     try:
         jobs = load_jobs(arguments.yml, schema)
