@@ -1,0 +1,117 @@
+"""The pipeline command line: ``python scripts/pipeline.py -y PIPELINE.yml [options]``.
+
+``scripts/pipeline.py`` and ``make pipeline`` call ``main``; tests call it in-process too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from speechbed.errors import UserInputError
+from speechbed.jobs import describe_schema
+from speechbed.pipeline.display import PipelineDisplay
+from speechbed.pipeline.inventory import discover_gpus
+from speechbed.pipeline.leases import GpuLeases, default_lease_dir
+from speechbed.pipeline.loader import artifacts_directory, load_pipeline, repository_root
+from speechbed.pipeline.scheduler import Scheduler, exit_code
+from speechbed.pipeline.schema import PipelineFile, PipelineStep
+from speechbed.pipeline.state import JobState
+
+DESCRIPTION = """Run a pipeline: a YAML list of `python SCRIPT -y CONFIG ARGS...` steps, scheduled
+onto GPUs with exclusive leases, with logs, resume and a summary."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline.py",
+        description=DESCRIPTION,
+        epilog="pipeline file keys:\n"
+        + describe_schema(PipelineFile).split("\n  jobs:")[0]
+        + "\n  jobs: list of steps, each with:\n"
+        + describe_schema(PipelineStep, indent="    "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-y", "--yml", required=True, type=Path, help="the pipeline YAML file")
+    parser.add_argument(
+        "--gpus",
+        help="GPU ids to lease, e.g. 0,1 (default: SPEECHBED_GPUS, CUDA_VISIBLE_DEVICES, nvidia-smi -L)",
+    )
+    parser.add_argument(
+        "--num_jobs", "--num-jobs", type=int, help="jobs at once (default: the file's num_jobs)"
+    )
+    parser.add_argument("--force", action="store_true", help="rerun jobs already done")
+    parser.add_argument(
+        "--dry-run", "--dry_run", action="store_true", help="print the plan; start nothing"
+    )
+    parser.add_argument(
+        "--keep-going",
+        "--keep_going",
+        action="store_true",
+        help="after a failure, still run every job not behind a failed barrier",
+    )
+    parser.add_argument(
+        "--kill-grace",
+        type=float,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL when interrupted (default 10)",
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    arguments = _parser().parse_args(argv)
+    environ = dict(os.environ if environ is None else environ)
+    display = PipelineDisplay(stream)
+    try:
+        gpus, gpu_source = discover_gpus(arguments.gpus, environ)
+        root = repository_root(environ)
+        artifacts = artifacts_directory(environ, root)
+        pipeline = load_pipeline(
+            arguments.yml, environ, gpus, root, artifacts, num_jobs=arguments.num_jobs
+        )
+        state = JobState(artifacts / "pipelines" / "state")
+        if arguments.dry_run:
+            done = (
+                set()
+                if arguments.force
+                else {job.key for job in pipeline.jobs if state.is_done(job.key)}
+            )
+            display.plan(pipeline.name, pipeline.jobs, done, gpus, gpu_source, state.state_dir)
+            return 0
+        leases = GpuLeases(default_lease_dir(environ))
+        if gpus:
+            leases.prepare()
+        scheduler = Scheduler(
+            pipeline,
+            gpus,
+            leases,
+            state,
+            display,
+            base_env=environ,
+            force=arguments.force,
+            keep_going=arguments.keep_going,
+            kill_grace=arguments.kill_grace,
+        )
+        display.message(
+            f"pipeline {pipeline.name}: {len(pipeline.jobs)} job(s), num_jobs={pipeline.num_jobs}, "
+            f"GPUs {','.join(map(str, gpus)) or 'none'} (from {gpu_source}), "
+            f"logs {artifacts / 'logs' / pipeline.name}"
+        )
+        records = scheduler.run()
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    display.summary(pipeline.name, records)
+    code = exit_code(records, scheduler.interrupted_by)
+    if code:
+        display.message(f"pipeline {pipeline.name} did not complete (exit {code})")
+    return code

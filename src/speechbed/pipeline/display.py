@@ -1,0 +1,168 @@
+"""What a person sees while a pipeline runs: prefixed job output, a live count line, a summary.
+
+The scheduler reports events to a ``PipelineDisplay``; the command line prints the plan.
+
+On a terminal a rich live line shows pending/running/done/failed/skipped counts; elsewhere
+(logs, CI, tests) each start and end is one plain line, so the output stays greppable.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from speechbed.pipeline.plan import PlannedJob
+    from speechbed.pipeline.scheduler import JobRecord
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # done by an earlier run
+    INTERRUPTED = "interrupted"
+    NOT_STARTED = "not started"  # held back by a failure or an interruption
+
+
+_STYLE = {
+    JobStatus.DONE: "green",
+    JobStatus.SKIPPED: "cyan",
+    JobStatus.FAILED: "bold red",
+    JobStatus.INTERRUPTED: "yellow",
+    JobStatus.NOT_STARTED: "dim",
+}
+
+
+def _gpus(devices: list[int]) -> str:
+    return ",".join(map(str, devices)) if devices else "-"
+
+
+class PipelineDisplay:
+    """Console output of one pipeline run."""
+
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.console = Console(file=self.stream, highlight=False)
+        if not self.console.is_terminal:  # a log file: keep long paths on one line
+            self.console = Console(file=self.stream, highlight=False, width=200)
+        self.use_live = self.console.is_terminal if live is None else live
+        self._live: Live | None = None
+        self._records: list[JobRecord] = []
+
+    # -- events from the scheduler
+    def start(self, records: list[JobRecord]) -> None:
+        self._records = records
+        if self.use_live:
+            self._live = Live(
+                self._counts(), console=self.console, refresh_per_second=4, transient=True
+            )
+            self._live.start()
+
+    def job_started(self, record: JobRecord) -> None:
+        self._event(
+            f"start  {record.job.name}  gpus={_gpus(record.devices)}  log={record.job.log_path}"
+        )
+
+    def job_output(self, record: JobRecord, line: str) -> None:
+        text = f"[{record.job.name}] {line}"
+        if self._live is not None:
+            self.console.print(Text(text), soft_wrap=True)
+        else:
+            self.stream.write(text + "\n")
+
+    def job_finished(self, record: JobRecord) -> None:
+        self._event(
+            f"{record.status.value:<6} {record.job.name}  {record.seconds:.1f}s{record.note_suffix()}"
+        )
+
+    def message(self, text: str) -> None:
+        self._event(text)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self.stream.flush()
+
+    def _event(self, text: str) -> None:
+        if self._live is not None:
+            self.console.print(Text(text), soft_wrap=True)
+            self._live.update(self._counts())
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def _counts(self) -> Text:
+        counts = {status: 0 for status in JobStatus}
+        for record in self._records:
+            counts[record.status] += 1
+        shown = [
+            JobStatus.PENDING,
+            JobStatus.RUNNING,
+            JobStatus.DONE,
+            JobStatus.FAILED,
+            JobStatus.SKIPPED,
+        ]
+        line = Text("pipeline: ")
+        line.append("  ".join(f"{status.value} {counts[status]}" for status in shown))
+        return line
+
+    # -- tables
+    def summary(self, name: str, records: list[JobRecord]) -> None:
+        table = Table(title=f"pipeline {name}", title_justify="left")
+        for column in ("#", "job", "status", "time", "gpus", "log"):
+            table.add_column(column, overflow="fold")
+        for record in records:
+            shown_time = f"{record.seconds:.1f}s" if record.started is not None else "-"
+            log = str(record.job.log_path) if record.started is not None else "-"
+            table.add_row(
+                str(record.job.index),
+                record.job.name,
+                Text(
+                    record.status.value + record.note_suffix(), style=_STYLE.get(record.status, "")
+                ),
+                shown_time,
+                _gpus(record.devices),
+                log,
+            )
+        self.console.print(table)
+
+    def plan(
+        self,
+        name: str,
+        jobs: list[PlannedJob],
+        skipped: set[str],
+        gpus: list[int],
+        gpu_source: str,
+        state_dir: Path,
+    ) -> None:
+        self.console.print(
+            f"pipeline {name}: {len(jobs)} job(s); GPUs {_gpus(gpus)} (from {gpu_source}); state {state_dir}"
+        )
+        table = Table(title="plan (dry run: nothing is started)", title_justify="left")
+        for column in ("#", "job", "would", "run_in", "gpus", "barrier", "command"):
+            table.add_column(column, overflow="fold")
+        for job in jobs:
+            command = shlex.join(["python", str(job.script), "-y", str(job.config), *job.args])
+            table.add_row(
+                str(job.index),
+                job.name,
+                Text("skip (done)", style="cyan")
+                if job.key in skipped
+                else Text("run", style="green"),
+                job.run_in,
+                str(job.num_gpus),
+                "yes" if job.blocking else "",
+                command,
+            )
+        self.console.print(table)

@@ -1,0 +1,89 @@
+"""Exclusive GPU leases: one OS file lock per device in a folder every pipeline shares.
+
+The scheduler takes a lease before starting a job and returns it when the job is gone.
+
+A lease is ``flock(LOCK_EX)`` on ``<lease dir>/gpu-<id>.lock``. The kernel drops the lock
+when the holding process dies, so a killed pipeline frees its GPUs. The lock file
+descriptor is close-on-exec: jobs never inherit (and so never prolong) a lease.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from speechbed.errors import UserInputError
+
+
+def default_lease_dir(environ: Mapping[str, str]) -> Path:
+    """``SPEECHBED_LEASE_DIR``, else ``<tmp>/speechbed-gpu-leases`` (as in default.sh)."""
+    configured = environ.get("SPEECHBED_LEASE_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / "speechbed-gpu-leases"
+
+
+class GpuLeases:
+    """Takes and returns per-device locks; remembers which ones this process holds."""
+
+    def __init__(self, lease_dir: Path) -> None:
+        self.lease_dir = lease_dir
+        self._held: dict[int, int] = {}  # device -> open lock file descriptor
+
+    def prepare(self) -> None:
+        """Create the lease folder (before anything starts, so a bad folder stops the run)."""
+        try:
+            self.lease_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserInputError(
+                f"cannot create the GPU lease folder {self.lease_dir} ({error}); "
+                "set SPEECHBED_LEASE_DIR to a writable folder"
+            ) from None
+
+    def held(self) -> set[int]:
+        return set(self._held)
+
+    def try_acquire(self, device: int) -> bool:
+        """Lock ``device`` without waiting; False when another process holds it."""
+        if device in self._held:
+            return False
+        path = self.lease_dir / f"gpu-{device}.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        except BaseException:
+            os.close(descriptor)
+            raise
+        # For a person looking at the folder: who holds it (the lock itself is the truth).
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self._held[device] = descriptor
+        return True
+
+    def acquire_some(self, candidates: list[int], count: int) -> list[int] | None:
+        """Lock ``count`` of ``candidates`` (in order) or none of them."""
+        taken: list[int] = []
+        for device in candidates:
+            if len(taken) == count:
+                break
+            if self.try_acquire(device):
+                taken.append(device)
+        if len(taken) < count:
+            self.release(taken)
+            return None
+        return taken
+
+    def release(self, devices: list[int]) -> None:
+        for device in devices:
+            descriptor = self._held.pop(device, None)
+            if descriptor is not None:
+                os.close(descriptor)  # closing the only descriptor drops the flock
+
+    def release_all(self) -> None:
+        self.release(list(self._held))

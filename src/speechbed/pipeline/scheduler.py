@@ -1,0 +1,419 @@
+"""The scheduler: starts pipeline jobs under barriers, GPU leases and ``num_jobs``, and reaps them.
+
+Called by the pipeline command line with a loaded ``Pipeline``; it never imports ML code.
+
+It is one event loop in the main thread (``selectors``): a job's output pipe and its
+``pidfd`` wake it, and so do SIGINT/SIGTERM (through ``signal.set_wakeup_fd``). The only
+timed wake-ups are a short poll while a job waits for a GPU leased by *another* pipeline
+(no event announces that) and the kill deadline after an interruption.
+
+Rules:
+- Jobs are split into segments at ``blocking`` jobs; a segment starts only when every
+  earlier one finished, and a blocking job is a segment of its own.
+- Among the jobs of the current segment, in order, every one that fits (a free run slot
+  and enough GPUs) starts, so no GPU idles while a runnable job waits for it.
+- A failure holds back every later segment (with ``keep_going``, only a failed barrier
+  does); jobs already running finish.
+- A signal terminates every running job's process group (SIGTERM, SIGKILL after
+  ``kill_grace`` seconds or a second signal), records it as interrupted, and nothing else
+  starts.
+- When a job's main process exits, anything it left in its process group is killed,
+  so no stray process keeps using a GPU whose lease was returned. On Linux, jobs also get
+  SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import selectors
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from speechbed.pipeline.display import JobStatus, PipelineDisplay
+from speechbed.pipeline.executors import Executor, Launch
+from speechbed.pipeline.leases import GpuLeases
+from speechbed.pipeline.loader import Pipeline
+from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.state import JobState
+
+FOREIGN_LEASE_POLL_SECONDS = 0.2
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class JobRecord:
+    """What happened to one job in this run."""
+
+    job: PlannedJob
+    status: JobStatus = JobStatus.PENDING
+    devices: list[int] = field(default_factory=list)
+    started: float | None = None
+    ended: float | None = None
+    returncode: int | None = None
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
+
+    def note_suffix(self) -> str:
+        return f" ({self.note})" if self.note else ""
+
+
+@dataclass
+class _Running:
+    record: JobRecord
+    process: subprocess.Popen[bytes]
+    launch: Launch
+    log: int  # file descriptor of the job's log
+    pidfd: int | None
+    partial: bytes = b""
+    pipe_open: bool = True
+
+
+def _death_signal_hook() -> object:
+    """A preexec function that asks Linux to SIGTERM the child when the runner dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    runner = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != runner:  # the runner died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
+class Scheduler:
+    """Runs one pipeline to the end (or to an interruption) and returns each job's record."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        gpus: list[int],
+        leases: GpuLeases,
+        state: JobState,
+        display: PipelineDisplay,
+        base_env: Mapping[str, str],
+        force: bool = False,
+        keep_going: bool = False,
+        kill_grace: float = 10.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.gpus = gpus
+        self.leases = leases
+        self.state = state
+        self.display = display
+        self.base_env = dict(base_env)
+        self.keep_going = keep_going
+        self.kill_grace = kill_grace
+        self.records = [JobRecord(job) for job in pipeline.jobs]
+        if not force:
+            for record in self.records:
+                if state.is_done(record.job.key):
+                    record.status = JobStatus.SKIPPED
+        self.segments = self._segments(pipeline.jobs)
+        self.interrupted_by: int | None = None
+        self._running: dict[int, _Running] = {}  # job index -> running job
+        self._selector = selectors.DefaultSelector()
+        self._kill_deadline: float | None = None
+        self._waiting_on_foreign_lease = False
+        self._preexec = _death_signal_hook()
+
+    @staticmethod
+    def _segments(jobs: list[PlannedJob]) -> list[int]:
+        """Segment number per job: 2b for plain jobs after b barriers, 2b+1 for the barrier itself."""
+        segments, barriers = [], 0
+        for job in jobs:
+            if job.blocking:
+                segments.append(2 * barriers + 1)
+                barriers += 1
+            else:
+                segments.append(2 * barriers)
+        return segments
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> list[JobRecord]:
+        self.state.prepare()
+        for folder in {record.job.log_path.parent for record in self.records}:
+            folder.mkdir(parents=True, exist_ok=True)
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        self._selector.register(wake_read, selectors.EVENT_READ, ("signal", None))
+        previous_wakeup = signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+        previous_handlers = {
+            number: signal.signal(number, self._on_signal)
+            for number in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.display.start(self.records)
+        try:
+            self._start_runnable()
+            while self._running:
+                self._wait_and_handle(wake_read)
+                self._start_runnable()
+        finally:
+            try:
+                self._terminate_all(signal.SIGKILL)  # only does anything after an unexpected error
+                while self._running:
+                    self._wait_and_handle(wake_read)
+            finally:
+                self.leases.release_all()
+                for number, handler in previous_handlers.items():
+                    signal.signal(number, handler)
+                signal.set_wakeup_fd(previous_wakeup)
+                self._selector.close()
+                wake_read.close()
+                wake_write.close()
+                self.display.stop()
+        return self.records
+
+    def _on_signal(self, number: int, frame: object) -> None:
+        """Installed so SIGINT raises nothing; the wake-up fd carries the signal to the loop."""
+
+    def _wait_and_handle(self, wake_read: socket.socket) -> None:
+        timeout = None
+        now = time.monotonic()
+        if self._kill_deadline is not None:
+            timeout = max(0.0, self._kill_deadline - now)
+        if self._waiting_on_foreign_lease and self.interrupted_by is None:
+            timeout = (
+                FOREIGN_LEASE_POLL_SECONDS
+                if timeout is None
+                else min(timeout, FOREIGN_LEASE_POLL_SECONDS)
+            )
+        for key, _ in self._selector.select(timeout):
+            kind, running = key.data
+            if kind == "signal":
+                signals = b""
+                with contextlib.suppress(BlockingIOError):
+                    signals = wake_read.recv(64)
+                for number in signals:
+                    self._handle_signal(number)
+            elif kind == "output":
+                self._read_output(running)
+            elif kind == "exit":
+                self._reap(running)
+        if self._kill_deadline is not None and time.monotonic() >= self._kill_deadline:
+            self._terminate_all(signal.SIGKILL)
+            self._kill_deadline = None
+        if self._running and any(r.pidfd is None for r in self._running.values()):
+            for running in list(self._running.values()):  # no pidfd: poll (non-Linux)
+                if running.pidfd is None and running.process.poll() is not None:
+                    self._reap(running)
+
+    def _handle_signal(self, number: int) -> None:
+        if number not in (signal.SIGINT, signal.SIGTERM):
+            return
+        if self.interrupted_by is not None:
+            self.display.message("second signal: killing running jobs now")
+            self._terminate_all(signal.SIGKILL)
+            return
+        self.interrupted_by = number
+        self.display.message(
+            f"{signal.Signals(number).name}: terminating {len(self._running)} running job(s); "
+            "nothing else starts"
+        )
+        for record in self.records:
+            if record.status == JobStatus.PENDING:
+                record.status = JobStatus.NOT_STARTED
+                record.note = "interrupted"
+        self._terminate_all(signal.SIGTERM)
+        self._kill_deadline = time.monotonic() + self.kill_grace
+
+    def _terminate_all(self, number: int) -> None:
+        for running in self._running.values():
+            running.record.note = running.record.note or "terminated"
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(running.process.pid, number)
+
+    # ------------------------------------------------------------------ starting jobs
+
+    def _start_runnable(self) -> None:
+        self._waiting_on_foreign_lease = False
+        if self.interrupted_by is not None:
+            return
+        unfinished = [
+            index
+            for index, record in enumerate(self.records)
+            if record.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        ]
+        if not unfinished:
+            return
+        current = min(self.segments[index] for index in unfinished)
+        for index in unfinished:
+            if len(self._running) >= self.pipeline.num_jobs:
+                return
+            record = self.records[index]
+            if self.segments[index] != current or record.status != JobStatus.PENDING:
+                continue
+            devices: list[int] = []
+            if record.job.num_gpus:
+                free = [device for device in self.gpus if device not in self.leases.held()]
+                taken = self.leases.acquire_some(free, record.job.num_gpus)
+                if taken is None:
+                    if len(free) >= record.job.num_gpus:
+                        self._waiting_on_foreign_lease = True
+                    continue
+                devices = taken
+            self._start(record, devices)
+
+    def _start(self, record: JobRecord, devices: list[int]) -> None:
+        job = record.job
+        executor: Executor = self.pipeline.executors[job.run_in]
+        record.devices = devices
+        record.started = time.monotonic()
+        launch: Launch | None = None
+        log = -1
+        try:
+            launch = executor.launch(job, devices, self.base_env)
+            log = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            header = f"$ {shlex.join(launch.argv)}\n# CUDA_VISIBLE_DEVICES={','.join(map(str, devices))} cwd={launch.cwd}\n"
+            os.write(log, header.encode())
+            process = subprocess.Popen(
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self._preexec,  # type: ignore[arg-type]
+            )
+        except Exception as error:  # the job cannot start: that is its failure, not the runner's
+            if log >= 0:
+                os.write(log, f"error: could not start the job: {error}\n".encode())
+                os.close(log)
+            if launch is not None:
+                self._cleanup(executor, job, launch)
+            self.leases.release(devices)
+            record.ended = time.monotonic()
+            self._finish(record, JobStatus.FAILED, f"could not start: {error}")
+            return
+        pidfd = None
+        if hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                pidfd = os.pidfd_open(process.pid)
+        assert process.stdout is not None
+        os.set_blocking(process.stdout.fileno(), False)
+        running = _Running(record, process, launch, log, pidfd)
+        self._selector.register(process.stdout, selectors.EVENT_READ, ("output", running))
+        if pidfd is not None:
+            self._selector.register(pidfd, selectors.EVENT_READ, ("exit", running))
+        self._running[job.index] = running
+        record.status = JobStatus.RUNNING
+        self.display.job_started(record)
+
+    # ------------------------------------------------------------------ output and exits
+
+    def _read_output(self, running: _Running) -> None:
+        assert running.process.stdout is not None
+        while running.pipe_open:
+            try:
+                chunk = os.read(running.process.stdout.fileno(), 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._close_pipe(running)
+                break
+            os.write(running.log, chunk)
+            lines = (running.partial + chunk).split(b"\n")
+            running.partial = lines.pop()
+            for line in lines:
+                self.display.job_output(
+                    running.record, line.decode("utf-8", "replace").rstrip("\r")
+                )
+        if running.partial:
+            self.display.job_output(running.record, running.partial.decode("utf-8", "replace"))
+            running.partial = b""
+
+    def _close_pipe(self, running: _Running) -> None:
+        if running.pipe_open:
+            running.pipe_open = False
+            assert running.process.stdout is not None
+            self._selector.unregister(running.process.stdout)
+            running.process.stdout.close()
+
+    def _reap(self, running: _Running) -> None:
+        process = running.process
+        # The main process is a zombie until waited for, so its group id cannot be reused yet.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        returncode = process.wait()
+        self._read_output(running)
+        self._close_pipe(running)
+        if running.pidfd is not None:
+            self._selector.unregister(running.pidfd)
+            os.close(running.pidfd)
+        os.close(running.log)
+        record = running.record
+        record.ended = time.monotonic()
+        record.returncode = returncode
+        del self._running[record.job.index]
+        self._cleanup(self.pipeline.executors[record.job.run_in], record.job, running.launch)
+        self.leases.release(record.devices)
+        if self.interrupted_by is not None and returncode != 0:
+            self._finish(record, JobStatus.INTERRUPTED, record.note or "terminated")
+        elif returncode == 0:
+            self.state.record_success(
+                record.job.key,
+                {
+                    "pipeline": record.job.pipeline,
+                    "name": record.job.name,
+                    "script": str(record.job.script),
+                    "config": str(record.job.config),
+                    "seconds": round(record.seconds, 3),
+                },
+            )
+            record.note = ""
+            self._finish(record, JobStatus.DONE)
+        else:
+            reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+            self._finish(record, JobStatus.FAILED, reason)
+
+    def _cleanup(self, executor: Executor, job: PlannedJob, launch: Launch) -> None:
+        try:
+            executor.cleanup(job, launch)
+        except Exception as error:  # a cleanup problem must not stop the other jobs
+            self.display.message(f"warning: {job.name}: {executor.name} cleanup failed: {error}")
+
+    def _finish(self, record: JobRecord, status: JobStatus, note: str = "") -> None:
+        record.status = status
+        record.note = note
+        self.display.job_finished(record)
+        if status != JobStatus.FAILED:
+            return
+        segment = self.segments[record.job.index]
+        if self.keep_going and not record.job.blocking:
+            return
+        reason = (
+            "after failed barrier" if record.job.blocking else f"after {record.job.name} failed"
+        )
+        for index, other in enumerate(self.records):
+            if other.status == JobStatus.PENDING and self.segments[index] > segment:
+                other.status = JobStatus.NOT_STARTED
+                other.note = reason
+
+
+def exit_code(records: list[JobRecord], interrupted_by: int | None) -> int:
+    """0 when every job is done or skipped; 128+signal after an interruption; else 1."""
+    if interrupted_by is not None:
+        return 128 + interrupted_by
+    ok = all(record.status in (JobStatus.DONE, JobStatus.SKIPPED) for record in records)
+    return 0 if ok else 1
