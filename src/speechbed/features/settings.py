@@ -1,0 +1,189 @@
+"""Feature settings: the named features (fbank-81-10ms, sigbank-41-2ms, raw) and explicit ones.
+
+Used by scripts/compute_features.py (job key ``feature``), the feature computers and the cache,
+whose attributes carry the settings and their hash.
+
+Every setting mirrors a keyword of pydrobert-speech's ``FrameComputer`` so that the features can
+be checked against it (``to_pydrobert``). Frames are always centered and windowed with a
+unit-normalized Hann window, as in the two named features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from speechbed.errors import UserInputError
+
+#: Bumped whenever the feature code changes its output, so old caches are recomputed.
+FEATURE_CODE_VERSION = 1
+
+
+def _check_band(low_hz: float, high_hz: float, sampling_rate: int) -> None:
+    if not low_hz < high_hz <= sampling_rate / 2:
+        raise ValueError(
+            f"need low_hz < high_hz <= sampling_rate / 2, got {low_hz}, {high_hz}, {sampling_rate}"
+        )
+
+
+class _Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class FbankSettings(_Settings):
+    """STFT magnitudes weighted by square-rooted mel triangles, plus the frame's RMS energy."""
+
+    kind: Literal["fbank"] = "fbank"
+    num_filters: int = Field(80, ge=1, description="mel triangles")
+    low_hz: float = Field(20.0, ge=0, description="lowest triangle edge")
+    high_hz: float = Field(8000.0, gt=0, description="highest triangle edge (<= Nyquist)")
+    sampling_rate: int = Field(16000, gt=0)
+    frame_length_ms: float = Field(25.0, gt=0)
+    frame_shift_ms: float = Field(10.0, gt=0)
+    include_energy: bool = Field(True, description="coefficient 0 is the frame's energy")
+    use_log: bool = Field(False, description="log of each coefficient (floored at 1e-5)")
+    use_power: bool = Field(False, description="sum power instead of magnitude")
+    pad_to_nearest_power_of_two: bool = Field(True, description="DFT size is a power of two")
+
+    @pydantic.model_validator(mode="after")
+    def _band_inside_nyquist(self) -> FbankSettings:
+        _check_band(self.low_hz, self.high_hz, self.sampling_rate)
+        return self
+
+    @property
+    def num_features(self) -> int:
+        return self.num_filters + int(self.include_energy)
+
+    def to_pydrobert(self) -> dict[str, Any]:
+        """The same computer as pydrobert-speech JSON (for parity checks)."""
+        return {
+            "name": "stft",
+            "bank": {
+                "name": "fbank",
+                "num_filts": self.num_filters,
+                "low_hz": self.low_hz,
+                "high_hz": self.high_hz,
+                "sampling_rate": self.sampling_rate,
+                "analytic": False,
+            },
+            "frame_length_ms": self.frame_length_ms,
+            "frame_shift_ms": self.frame_shift_ms,
+            "frame_style": "centered",
+            "include_energy": self.include_energy,
+            "pad_to_nearest_power_of_two": self.pad_to_nearest_power_of_two,
+            "window_function": "hanning",
+            "use_log": self.use_log,
+            "use_power": self.use_power,
+        }
+
+
+class SigbankSettings(_Settings):
+    """Short-integration filter bank: mel-spaced complex Gabor filters, |output| integrated per shift."""
+
+    kind: Literal["sigbank"] = "sigbank"
+    num_filters: int = Field(40, ge=1, description="Gabor filters, centres mel-spaced")
+    low_hz: float = Field(20.0, ge=0)
+    high_hz: float = Field(8000.0, gt=0, description="<= Nyquist")
+    sampling_rate: int = Field(16000, gt=0)
+    frame_shift_ms: float = Field(2.0, gt=0, description="shift, and half the integration window")
+    include_energy: bool = Field(True, description="coefficient 0 integrates |signal|")
+    use_log: bool = Field(False, description="log of each coefficient (floored at 1e-5)")
+    use_power: bool = Field(False, description="integrate power instead of magnitude")
+    pad_to_nearest_power_of_two: bool = Field(True, description="as pydrobert's DFT buffer size")
+
+    @pydantic.model_validator(mode="after")
+    def _band_inside_nyquist(self) -> SigbankSettings:
+        _check_band(self.low_hz, self.high_hz, self.sampling_rate)
+        return self
+
+    @property
+    def num_features(self) -> int:
+        return self.num_filters + int(self.include_energy)
+
+    def to_pydrobert(self) -> dict[str, Any]:
+        """The same computer as pydrobert-speech JSON (for parity checks)."""
+        return {
+            "name": "si",
+            "bank": {
+                "name": "gabor",
+                "scaling_function": "mel",
+                "num_filts": self.num_filters,
+                "low_hz": self.low_hz,
+                "high_hz": self.high_hz,
+                "sampling_rate": self.sampling_rate,
+            },
+            "frame_shift_ms": self.frame_shift_ms,
+            "frame_style": "centered",
+            "include_energy": self.include_energy,
+            "pad_to_nearest_power_of_two": self.pad_to_nearest_power_of_two,
+            "window_function": "hanning",
+            "use_log": self.use_log,
+            "use_power": self.use_power,
+        }
+
+
+class RawSettings(_Settings):
+    """The waveform itself: one column of samples scaled to [-1, 1) (int16 / 32768)."""
+
+    kind: Literal["raw"] = "raw"
+    sampling_rate: int = Field(16000, gt=0)
+
+    @property
+    def num_features(self) -> int:
+        return 1
+
+
+FeatureSettings = Annotated[
+    FbankSettings | SigbankSettings | RawSettings, Field(discriminator="kind")
+]
+
+#: The features users and notebooks refer to by name.
+NAMED_FEATURES: dict[str, FbankSettings | SigbankSettings | RawSettings] = {
+    "fbank-81-10ms": FbankSettings(),
+    "sigbank-41-2ms": SigbankSettings(),
+    "raw": RawSettings(),
+}
+
+_SETTINGS_ADAPTER = pydantic.TypeAdapter(FeatureSettings)
+
+
+def resolve_feature(
+    feature: str | dict[str, Any] | FbankSettings | SigbankSettings | RawSettings,
+) -> FbankSettings | SigbankSettings | RawSettings:
+    """Settings from a feature name, a mapping of explicit settings, or settings themselves."""
+    if isinstance(feature, FbankSettings | SigbankSettings | RawSettings):
+        return feature
+    if isinstance(feature, str):
+        if feature not in NAMED_FEATURES:
+            raise UserInputError(
+                f"unknown feature '{feature}'; known names: {', '.join(NAMED_FEATURES)} "
+                "(or give explicit settings with a 'kind' key: fbank | sigbank | raw)"
+            )
+        return NAMED_FEATURES[feature]
+    try:
+        return _SETTINGS_ADAPTER.validate_python(feature)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'feature'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise UserInputError(f"bad feature settings {feature!r}: {problems}") from None
+
+
+def feature_name(settings: FbankSettings | SigbankSettings | RawSettings) -> str | None:
+    """The name of these settings when they are a named feature, else None."""
+    for name, named in NAMED_FEATURES.items():
+        if named == settings:
+            return name
+    return None
+
+
+def settings_hash(settings: FbankSettings | SigbankSettings | RawSettings) -> str:
+    """SHA-256 of the settings' canonical JSON and the feature code version."""
+    record = {"settings": settings.model_dump(), "code_version": FEATURE_CODE_VERSION}
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
