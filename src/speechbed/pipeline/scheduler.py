@@ -164,10 +164,14 @@ class Scheduler:
         }
         self.display.start(self.records)
         try:
-            self._start_runnable()
-            while self._running:
-                self._wait_and_handle(wake_read)
+            while True:
                 self._start_runnable()
+                if not self._running and not self._waiting_on_foreign_lease:
+                    break
+                self._wait_and_handle(wake_read)
+            for record in self.records:
+                if record.status == JobStatus.PENDING:  # cannot happen; never report it as run
+                    record.status, record.note = JobStatus.NOT_STARTED, "never became runnable"
         finally:
             try:
                 self._terminate_all(signal.SIGKILL)  # only does anything after an unexpected error

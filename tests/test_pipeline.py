@@ -1,0 +1,304 @@
+"""Pipeline runner with real processes: barriers, exclusive GPU leases, failures, resume, signals.
+
+GPU ids are fake (the runner only hands them out); every test has its own lease folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechbed.pipeline.cli import main
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def step(record: Path, name: str, **options: object) -> dict[str, object]:
+    """A pipeline step running the recording job; options go to the step or its args.
+
+    The name also goes into the args: steps with the same script, job file and args are the
+    same work (one key), and these tests want distinct jobs.
+    """
+    options.setdefault("label", name)
+    args = ["--record", str(record)]
+    for flag in ("sleep", "exit", "wait_for", "label"):
+        if flag in options:
+            args += [f"--{flag.replace('_', '-')}", str(options.pop(flag))]
+    return {"script": "record_job.py", "config": "job.yml", "name": name, "args": args, **options}
+
+
+def write_pipeline(path: Path, steps: list[dict[str, object]], num_jobs: int = 1) -> Path:
+    path.write_text(yaml.safe_dump({"num_jobs": num_jobs, "jobs": steps}, sort_keys=False))
+    return path
+
+
+def run(environ: dict[str, str], pipeline: Path, *flags: str) -> tuple[int, str]:
+    output = io.StringIO()
+    code = main(["-y", str(pipeline), *flags], environ=environ, stream=output)
+    return code, output.getvalue()
+
+
+def read_events(record: Path) -> dict[str, dict[str, dict]]:
+    """name -> {"start": event, "end": event} (the last of each kind)."""
+    events: dict[str, dict[str, dict]] = {}
+    if record.exists():
+        for line in record.read_text().splitlines():
+            event = json.loads(line)
+            events.setdefault(event["name"], {})[event["event"]] = event
+    return events
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_barrier_orders_jobs_by_recorded_timestamps(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [
+        step(record, "a", sleep=0.3),
+        step(record, "b", sleep=0.3),
+        step(record, "barrier", sleep=0.1, blocking=True),
+        step(record, "c", sleep=0.1),
+        step(record, "d", sleep=0.1),
+    ]
+    code, output = run(testbed_env, write_pipeline(tmp_path / "p.yml", steps, num_jobs=4))
+    assert code == 0, output
+    events = read_events(record)
+    assert set(events) == {"a", "b", "barrier", "c", "d"}
+    before = max(events[name]["end"]["time"] for name in ("a", "b"))
+    assert events["barrier"]["start"]["time"] >= before
+    for name in ("c", "d"):
+        assert events[name]["start"]["time"] >= events["barrier"]["end"]["time"]
+    # a and b ran at the same time (num_jobs=4), which is what makes the barrier matter.
+    span = lambda name: (events[name]["start"]["time"], events[name]["end"]["time"])  # noqa: E731
+    assert intervals_overlap(span("a"), span("b"))
+
+
+def test_gpus_are_exclusive_and_never_idle(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [step(record, f"j{index}", sleep=0.4, num_gpus=1) for index in range(6)]
+    code, output = run(
+        testbed_env, write_pipeline(tmp_path / "p.yml", steps, num_jobs=6), "--gpus", "7,9"
+    )
+    assert code == 0, output
+    events = read_events(record)
+    assert len(events) == 6
+    by_device: dict[str, list[tuple[float, float]]] = {}
+    for job in events.values():
+        assert job["start"]["devices"] in ("7", "9")  # exactly one of the two fake GPUs
+        by_device.setdefault(job["start"]["devices"], []).append(
+            (job["start"]["time"], job["end"]["time"])
+        )
+    for spans in by_device.values():
+        spans.sort()
+        assert all(not intervals_overlap(x, y) for x, y in zip(spans, spans[1:], strict=False))
+    # Never idle: both GPUs were busy at once, and each ran several of the jobs.
+    assert sorted(by_device) == ["7", "9"]
+    assert all(len(spans) >= 2 for spans in by_device.values())
+    assert intervals_overlap(by_device["7"][0], by_device["9"][0])
+
+
+def test_two_concurrent_pipelines_never_share_a_gpu(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    runners = []
+    for label in ("first", "second"):
+        steps = [step(record, f"{label}{index}", sleep=0.25, num_gpus=1) for index in range(4)]
+        pipeline = write_pipeline(tmp_path / f"{label}.yml", steps, num_jobs=4)
+        command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
+        runners.append(
+            subprocess.Popen(
+                [*command, "--gpus", "3,5"],
+                env=testbed_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for runner in runners:
+        output, _ = runner.communicate(timeout=60)
+        assert runner.returncode == 0, output
+    events = read_events(record)
+    assert len(events) == 8
+    spans = [
+        (job["start"]["devices"], job["start"]["time"], job["end"]["time"])
+        for job in events.values()
+    ]
+    for index, (device, start, end) in enumerate(spans):
+        for other_device, other_start, other_end in spans[index + 1 :]:
+            if device == other_device:
+                assert not intervals_overlap((start, end), (other_start, other_end))
+
+
+def test_job_environment_cwd_logs_and_prefixed_output(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [step(record, "cpu"), step(record, "gpu", num_gpus=2)]
+    code, output = run(testbed_env, write_pipeline(tmp_path / "p.yml", steps), "--gpus", "4,2")
+    assert code == 0, output
+    events = read_events(record)
+    assert events["cpu"]["start"]["devices"] == ""
+    assert events["gpu"]["start"]["devices"] == "4,2"
+    assert events["cpu"]["start"]["cwd"] == str(tmp_path)  # SPEECHBED_ROOT
+    log = tmp_path / "artifacts" / "logs" / "p" / "gpu.log"
+    assert "job says hello" in log.read_text()
+    assert "[gpu] job says hello" in output and "[cpu] job says hello" in output
+
+
+def test_failure_fails_pipeline_and_stops_the_next_barrier(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [
+        step(record, "bad", exit=3),
+        step(record, "same_segment", sleep=0.1),
+        step(record, "barrier", blocking=True),
+        step(record, "after"),
+    ]
+    pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=1)
+    code, output = run(testbed_env, pipeline)
+    assert code == 1
+    assert set(read_events(record)) == {"bad", "same_segment"}
+    assert "exit code 3" in output and "not started" in output
+
+    code, output = run(testbed_env, pipeline, "--keep-going")
+    assert code == 1  # 'bad' fails again; everything else is not behind a failed barrier
+    assert set(read_events(record)) == {"bad", "same_segment", "barrier", "after"}
+
+
+def test_keep_going_still_stops_behind_a_failed_barrier(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [step(record, "barrier", exit=1, blocking=True), step(record, "after")]
+    code, _ = run(testbed_env, write_pipeline(tmp_path / "p.yml", steps), "--keep-going")
+    assert code == 1
+    assert set(read_events(record)) == {"barrier"}
+
+
+def test_rerun_skips_done_jobs_force_reruns_and_dry_run_shows_plan(
+    tmp_path, testbed_env, recording_job
+):
+    record = tmp_path / "events.jsonl"
+    steps = [step(record, "good"), step(record, "bad", exit=2)]
+    pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=2)
+    assert run(testbed_env, pipeline)[0] == 1
+    record.unlink()
+    code, output = run(testbed_env, pipeline, "--dry-run")
+    assert code == 0 and not record.exists()
+    assert "skip (done)" in output.split("good")[1].splitlines()[0]
+    assert "run" in output.split("│ bad")[1].splitlines()[0]
+    assert run(testbed_env, pipeline)[0] == 1
+    assert set(read_events(record)) == {"bad"}  # good was skipped, failed bad rerun
+    record.unlink()
+    assert run(testbed_env, pipeline, "--force")[0] == 1
+    assert set(read_events(record)) == {"good", "bad"}
+    # Editing the job file changes the key: the job is no longer done.
+    (tmp_path / "job.yml").write_text("setting: 2\n")
+    record.unlink()
+    run(testbed_env, pipeline)
+    assert set(read_events(record)) == {"good", "bad"}
+
+
+def _start_runner(pipeline: Path, environ: dict[str, str], *flags: str) -> subprocess.Popen:
+    command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
+    return subprocess.Popen(
+        [*command, *flags], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_for_start(record: Path, name: str, runner: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        started = read_events(record).get(name, {}).get("start")
+        if started:
+            return started
+        assert runner.poll() is None, runner.communicate()[0]
+        time.sleep(0.02)
+    raise AssertionError(f"{name} never started")
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"job process {pid} outlived its runner")
+
+
+def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job):
+    record, gate = tmp_path / "events.jsonl", tmp_path / "gate"
+    steps = [
+        step(record, "first"),
+        step(record, "second"),
+        step(record, "long", wait_for=gate, num_gpus=1),
+        step(record, "last"),
+    ]
+    pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=1)
+    runner = _start_runner(pipeline, testbed_env, "--gpus", "0")
+    long_job = _wait_for_start(record, "long", runner)
+    runner.send_signal(signal.SIGKILL)
+    runner.communicate(timeout=10)
+    _wait_gone(long_job["pid"])  # the job dies with its runner
+    # ...and the killed runner's lease is free again.
+    with open(tmp_path / "leases" / "gpu-0.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    gate.touch()
+    record.unlink()
+    code, output = run(testbed_env, pipeline, "--gpus", "0")
+    assert code == 0, output
+    assert set(read_events(record)) == {"long", "last"}  # first and second not rerun
+
+
+def test_sigterm_interrupts_running_jobs_and_releases_leases(tmp_path, testbed_env, recording_job):
+    record, gate = tmp_path / "events.jsonl", tmp_path / "gate"
+    steps = [step(record, "long", wait_for=gate, num_gpus=1), step(record, "never")]
+    pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=1)
+    runner = _start_runner(pipeline, testbed_env, "--gpus", "1")
+    long_job = _wait_for_start(record, "long", runner)
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=30)
+    assert runner.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted" in output
+    _wait_gone(long_job["pid"])
+    assert set(read_events(record)) == {"long"} and "end" not in read_events(record)["long"]
+    with open(tmp_path / "leases" / "gpu-1.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # Interrupted jobs are not done: the next run starts them again.
+    gate.touch()
+    assert run(testbed_env, pipeline, "--gpus", "1")[0] == 0
+    assert read_events(record)["long"]["end"]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT])
+def test_second_signal_kills_a_job_that_ignores_sigterm(tmp_path, testbed_env, signal_number):
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text(
+        "import signal, time, pathlib\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path('started').touch()\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "job.yml").write_text("x: 1\n")
+    pipeline = write_pipeline(tmp_path / "p.yml", [{"script": "stubborn.py", "config": "job.yml"}])
+    runner = _start_runner(pipeline, testbed_env, "--kill-grace", "30")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.02)
+    started = time.monotonic()
+    runner.send_signal(signal_number)
+    time.sleep(0.3)
+    assert runner.poll() is None  # still waiting for the job to honour SIGTERM
+    runner.send_signal(signal_number)
+    output, _ = runner.communicate(timeout=20)
+    assert runner.returncode == 128 + signal_number, output
+    assert time.monotonic() - started < 20
+    assert "second signal" in output
