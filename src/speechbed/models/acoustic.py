@@ -1,0 +1,142 @@
+"""The CNN + RNN acoustic model of the TIMIT recipe: windows -> correlations -> RNN -> phone logits.
+
+Built by training and evaluation with ``build_model`` from the run config's ``model`` section.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from speechbed.corpora.phones import PHONES_48
+from speechbed.models.convolution import ConvolutionalStack, plan_layers
+from speechbed.models.windows import frames_to_windows
+from speechbed.training.config import ModelConfig
+
+#: Output classes: the 48 training phones, then the CTC blank.
+NUM_CLASSES = len(PHONES_48) + 1
+BLANK_INDEX = len(PHONES_48)
+
+_RECURRENT = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
+
+
+class LogCompression(nn.Module):
+    """log(|x| + e^epsilon) with a learnable epsilon (starts at 0: log(|x| + 1))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_epsilon = nn.Parameter(torch.zeros(()))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return torch.log(windows.abs() + self.log_epsilon.exp())
+
+
+class Lift(nn.Module):
+    """Scale frame j of each window by (j + 1)^tau, with a learnable tau (starts at 0: identity)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tau = nn.Parameter(torch.zeros(()))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        # windows: (B, 1, window, F) or (B, 1, window)
+        positions = torch.arange(
+            1, windows.shape[2] + 1, device=windows.device, dtype=windows.dtype
+        )
+        scale = positions.pow(self.tau)
+        shape = [1, 1, -1] + [1] * (windows.dim() - 3)
+        return windows * scale.view(shape)
+
+
+class AcousticModel(nn.Module):
+    """(N, T, F) features with lengths -> (N, windows, 49) logits and window counts.
+
+    Each window of ``window_size`` frames (every ``window_stride`` frames) is one image through
+    the convolutional stack; the window's time axis is then summed out and the sequence of
+    windows goes through the recurrent layers and a linear layer to 48 phones + blank.
+    """
+
+    def __init__(self, config: ModelConfig, num_features: int, dropout_prob: float = 0.0) -> None:
+        super().__init__()
+        self.config = config
+        self.num_features = num_features
+        self.one_dimensional = num_features == 1
+        self.log_compression = LogCompression() if config.use_log_compression else None
+        self.lift = Lift() if config.use_lift else None
+        shapes = plan_layers(
+            config.convolutional_layers,
+            config.convolutional_initial_channels,
+            config.window_size,
+            num_features,
+            config.convolutional_time_factor,
+            1 if self.one_dimensional else config.convolutional_freq_factor,
+            config.convolutional_channel_factor,
+            config.convolutional_factor_schedule,
+        )
+        self.convolutions = ConvolutionalStack(
+            shapes,
+            (config.convolutional_kernel_time, config.convolutional_kernel_freq),
+            config.convolutional_mellin,
+            config.convolutional_nonlinearity,
+            dropout_prob,
+            config.convolutional_dropout_2d,
+            self.one_dimensional,
+        )
+        frequency = (
+            1 if self.one_dimensional else (shapes[-1].out_size[1] if shapes else num_features)
+        )
+        features_per_window = self.convolutions.output_channels * frequency
+        if config.recurrent_layers > 0:
+            self.recurrent: nn.Module | None = _RECURRENT[config.recurrent_type](
+                features_per_window,
+                config.recurrent_size,
+                num_layers=config.recurrent_layers,
+                batch_first=True,
+                bidirectional=config.recurrent_bidirectional,
+                dropout=dropout_prob if config.recurrent_layers > 1 else 0.0,
+            )
+            output_size = config.recurrent_size * (2 if config.recurrent_bidirectional else 1)
+        else:
+            self.recurrent = None
+            output_size = features_per_window
+        self.dropout = nn.Dropout(dropout_prob)
+        self.output = nn.Linear(output_size, NUM_CLASSES)
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if features.dim() != 3 or features.shape[2] != self.num_features:
+            raise ValueError(
+                f"features must be (N, T, {self.num_features}), got shape {tuple(features.shape)}"
+            )
+        windows, window_counts = frames_to_windows(
+            features, lengths, self.config.window_size, self.config.window_stride
+        )
+        batch, num_windows = windows.shape[:2]
+        images = windows.reshape(batch * num_windows, 1, *windows.shape[2:])
+        if self.one_dimensional:
+            images = images.squeeze(-1)
+        if self.log_compression is not None:
+            images = self.log_compression(images)
+        if self.lift is not None:
+            images = self.lift(images)
+        images = self.convolutions(images)
+        summed = images.sum(dim=2)  # the window's time axis
+        sequence = summed.reshape(batch, num_windows, -1)
+        if self.recurrent is not None:
+            packed = pack_padded_sequence(
+                sequence, window_counts.cpu(), batch_first=True, enforce_sorted=False
+            )
+            hidden, _ = self.recurrent(packed)
+            sequence, _ = pad_packed_sequence(hidden, batch_first=True, total_length=num_windows)
+        return self.output(self.dropout(sequence)), window_counts
+
+
+def build_model(
+    config: ModelConfig, num_features: int, seed: int, dropout_prob: float = 0.0
+) -> AcousticModel:
+    """The model with parameters drawn from ``seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AcousticModel(config, num_features, dropout_prob)
