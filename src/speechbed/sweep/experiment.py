@@ -25,32 +25,13 @@ from pydantic import Field
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, substitute_variables
+from speechbed.reports.settings import ReportSettings
 from speechbed.sweep.expansion import Expansion, Run, expand
 
 RUN_SECTIONS = ("info", "data", "model", "training", "evaluation")
 EXPERIMENT_SECTIONS = (*RUN_SECTIONS, "report", "cache", "sweep")
 ARTIFACTS_VARIABLE = "${ARTIFACTS_DIRECTORY}"
 INDEX_NAME = "runs.json"
-
-
-class ReportSettings(JobSchema):
-    """Which reports the analysis step sends (the experiment's ``report`` section)."""
-
-    tensorboard: bool = Field(
-        True, description="runs write TensorBoard events; `make tensorboard` serves them"
-    )
-    comet: bool = Field(
-        False,
-        description="one comet.ml experiment per run (online with COMET_API_KEY, else offline archives)",
-    )
-    comet_project: str = Field("speechbed", description="comet.ml project name")
-    comet_workspace: str | None = Field(None, description="comet.ml workspace (null: your default)")
-    google_sheet: bool = Field(False, description="upsert one row per run into a Google Sheet")
-    spreadsheet: str = Field(
-        "speechbed results",
-        description="title of the spreadsheet (shared with the service account)",
-    )
-    worksheet: str | None = Field(None, description="worksheet title (null: the experiment name)")
 
 
 class CacheSettings(JobSchema):

@@ -1,0 +1,152 @@
+"""The analysis step: tables, plots and reports for one or more experiments' runs.
+
+Called by ``scripts/analyze.py``; everything it writes goes to one ``analysis/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from speechbed.reports import comet, plots, sheets, tensorboard
+from speechbed.reports.results import ExperimentResults, read_history
+from speechbed.reports.settings import ReportSettings
+from speechbed.reports.statistics import statistics_markdown
+
+SHEET_COLUMNS = [
+    "run_id", "experiment", "condition", "seed", "dev_per", "test_per", "epochs",
+    "best_epoch", "training_seconds", "decoding_seconds", "beam_width", "run_dir",
+]  # fmt: skip
+
+
+@dataclass
+class AnalysisOutputs:
+    """The files one analysis wrote, and the reports' one-line statuses."""
+
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    reports: dict[str, str] = field(default_factory=dict)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def write_tables_and_plots(results: ExperimentResults, folder: Path) -> AnalysisOutputs:
+    """CSV files, the Markdown statistics table and the two PNG figures."""
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = AnalysisOutputs(folder)
+    for name, table in (
+        ("runs", results.runs),
+        ("unfinished", results.unfinished),
+        ("statistics", results.statistics),
+        ("histories", results.histories),
+    ):
+        outputs.files[f"{name}.csv"] = _write_text(
+            folder / f"{name}.csv", table.to_csv(index=False)
+        )
+    outputs.files["statistics.md"] = _write_text(
+        folder / "statistics.md", statistics_markdown(results.statistics)
+    )
+    outputs.files["per_by_condition.png"] = plots.save_figure(
+        plots.per_by_condition(results.runs), folder / "per_by_condition.png"
+    )
+    outputs.files["learning_curves.png"] = plots.save_figure(
+        plots.learning_curves(results.histories), folder / "learning_curves.png"
+    )
+    return outputs
+
+
+def sheet_rows(runs: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
+    """The run table as the sheet's header and rows (run id first: it is the upsert key)."""
+    table = runs.reindex(columns=SHEET_COLUMNS)
+    return list(SHEET_COLUMNS), table.astype(object).where(table.notna(), None).values.tolist()
+
+
+def send_reports(
+    results: ExperimentResults,
+    names: Sequence[str],
+    settings: ReportSettings,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """TensorBoard fallback, comet.ml and Google Sheet, as the settings switch them on."""
+    environ = os.environ if environ is None else environ
+    statuses: dict[str, str] = {}
+    if settings.tensorboard:
+        written = 0
+        for row in results.runs.itertuples():
+            run_dir = Path(row.run_dir)
+            history = read_history(run_dir)
+            if history is not None and not tensorboard.has_event_files(run_dir) and not dry_run:
+                tensorboard.write_history_scalars(run_dir / "tensorboard", history)
+                written += 1
+        statuses["tensorboard"] = (
+            f"event files under the run folders ({written} written from hist.csv)"
+        )
+    if settings.comet:
+        counts: dict[str, int] = {}
+        for row in results.runs.itertuples():
+            run_dir = Path(row.run_dir)
+            if dry_run:
+                outcome = "dry run"
+            else:
+                import yaml
+
+                config = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8"))
+                history = read_history(run_dir)
+                final = {"dev_per": row.dev_per, "test_per": row.test_per}
+                outcome = comet.log_run(
+                    run_dir, row.run_id, row.experiment, config, history, final,
+                    settings.comet_project, settings.comet_workspace, environ,
+                )  # fmt: skip
+            kind = outcome.split(":")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        statuses["comet"] = (
+            ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+            or "no finished runs"
+        )
+    if settings.google_sheet:
+        header, rows = sheet_rows(results.runs)
+        credentials = Path(
+            environ.get("PATH_TO_GOOGLE_CREDENTIALS") or "private/google_credentials.json"
+        )
+        statuses["google_sheet"] = sheets.report_to_sheet(
+            credentials,
+            settings.spreadsheet,
+            settings.worksheet or "+".join(names),
+            header,
+            rows,
+            results.statistics,
+            dry_run=dry_run,
+        )
+    return statuses
+
+
+def summary_text(results: ExperimentResults, outputs: AnalysisOutputs) -> str:
+    """The one-screen summary printed at the end of the analysis."""
+    lines = [f"{len(results.runs)} finished run(s)"]
+    if len(results.statistics):
+        lines += [
+            "",
+            "PER (%) per condition and partition:",
+            statistics_markdown(results.statistics),
+        ]
+    if len(results.unfinished):
+        lines.append(f"{len(results.unfinished)} run(s) not finished:")
+        for row in results.unfinished.itertuples():
+            lines.append(
+                f"  {row.experiment}/{row.run_id}  {row.condition}  seed={row.seed}: {row.status}"
+            )
+    lines.append(f"tables and plots in {outputs.folder}:")
+    lines += [f"  {path}" for name, path in outputs.files.items() if name.endswith((".png", ".md"))]
+    for report, status in outputs.reports.items():
+        lines.append(f"{report}: {status}")
+    return "\n".join(lines)
