@@ -59,13 +59,18 @@ def substitute_variables(
 ) -> str:
     """Replace ``${VAR}`` / ``${VAR:-default}`` line by line; unset variables are errors."""
     environ = os.environ if environ is None else environ
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")  # not splitlines(): it also splits at \x1c-\x1e, \v, \f, ...
     for number, line in enumerate(lines, start=1):
 
         def replace(match: re.Match[str], number: int = number) -> str:
             if match.group(1):  # "$${...}" is an escaped literal "${...}"
                 return "${" + match.group(2) + "}"
             name, has_default, default = match.group(2).partition(":-")
+            if "${" in default:
+                raise UserInputError(
+                    f"{source}:{number}: '{match.group(0)}': a default cannot hold another "
+                    "${...} reference; set the variable instead"
+                )
             if not _NAME.fullmatch(name):
                 raise UserInputError(
                     f"{source}:{number}: '{match.group(0)}' is not a variable reference; "
@@ -81,7 +86,7 @@ def substitute_variables(
             )
 
         lines[number - 1] = _VARIABLE.sub(replace, line)
-    return "".join(lines)
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -90,29 +95,43 @@ def substitute_variables(
 def _parse_yaml(text: str, source: str | Path) -> tuple[Any, dict[Location, int]]:
     """Safe-load YAML and map every key path to its 1-based line."""
     try:
-        document = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
         problem = getattr(error, "problem", None) or str(error)
         raise UserInputError(f"{where}: not valid YAML: {problem}") from None
+    except (ValueError, OverflowError) as error:  # e.g. a date like 2001-02-30
+        raise UserInputError(f"{source}: not valid YAML: {error}") from None
+    except RecursionError:
+        raise UserInputError(f"{source}: not valid YAML: nested too deeply") from None
     lines: dict[Location, int] = {}
 
-    def walk(node: yaml.Node, path: Location) -> None:
+    def walk(node: yaml.Node, path: Location, depth: int) -> None:
+        if depth > 200:
+            raise UserInputError(f"{source}:{node.start_mark.line + 1}: nested too deeply")
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            first_line: dict[object, int] = {}
             for key_node, value_node in node.value:
                 key = key_node.value
-                lines[path + (key,)] = key_node.start_mark.line + 1
-                walk(value_node, path + (key,))
-                lines[path + (key,)] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if isinstance(key, str) and key != "<<":
+                    if key in first_line:
+                        raise UserInputError(
+                            f"{source}:{line}: duplicate key '{key}' (first given on line "
+                            f"{first_line[key]}); keep one"
+                        )
+                    first_line[key] = line
+                walk(value_node, path + (key,), depth + 1)
+                lines[path + (key,)] = line
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                walk(item, path + (index,))
+                walk(item, path + (index,), depth + 1)
 
     if root is not None:
-        walk(root, ())
+        walk(root, (), 0)
     return document, lines
 
 
