@@ -1,0 +1,484 @@
+"""Speech synthesis with eSpeak NG (ctypes, from the espeakng-loader wheel) and TIMIT phone alignments.
+
+Called by speechbed.corpora.synthetic to make each utterance of the synthetic corpus.
+
+eSpeak reports a phoneme event (its mnemonic, e.g. ``'aI``, and the sample where it starts)
+for every phoneme it speaks. We synthesize at eSpeak's 22050 Hz, resample to 16 kHz, and
+turn the events into a TIMIT ``.PHN`` alignment:
+
+1. Each event opens a segment that runs to the next event; stress marks (``'`` ``,``) are
+   dropped, linking markers (``;``) and empty segments vanish.
+2. The mnemonic is looked up in ``ESPEAK_TO_TIMIT`` (American accents) or, for accents
+   that are not American or not rhotic, first in the override tables below it. An entry
+   may give two TIMIT labels (``A@`` -> ``aa r``): the segment is then split at
+   ``SPLIT_FRACTION`` of its length (the only boundary not taken from eSpeak). A rhotic
+   entry's ``r`` is left out when eSpeak's next phoneme is itself ``r``.
+3. eSpeak renders a stop's closure as the quiet tail of the phoneme before the stop and
+   puts the stop's event at the burst. So the closure label (``pcl`` ``tcl`` ``kcl``
+   ``bcl`` ``dcl`` ``gcl``; ``tcl``/``dcl`` before ``ch``/``jh``) is cut from the end of the
+   previous segment where the audio is quiet (1 ms windows under ``CLOSURE_LEVEL`` of the
+   utterance's loud level, at least 10 ms; at most 60 ms out of a pause, and the previous
+   phone keeps at least a quarter of itself).
+4. Pauses inside the sentence (commas) are ``pau``; silence before the first phone and after
+   the last is ``h#``, with ``padding`` of extra low-level noise at both ends.
+
+Words (``.WRD``) run from their first phone (closure included) to their last, matched to
+eSpeak's phonemes through the text position each event carries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from speechbed.corpora.manifest import Segment
+from speechbed.corpora.sentences import sentence_words
+
+ESPEAK_RATE = 22050
+SAMPLE_RATE = 16000
+
+# --------------------------------------------------------------------------- the phone table
+
+#: eSpeak NG English phoneme mnemonic (stress marks removed) -> TIMIT labels, for American
+#: (en-us, en-US-nyc) voices. A stop maps to its release; its closure is found in the audio.
+ESPEAK_TO_TIMIT: dict[str, tuple[str, ...]] = {
+    # stops and affricates (release; closure cut from the audio before it)
+    "p": ("p",), "b": ("b",), "t": ("t",), "d": ("d",), "k": ("k",), "g": ("g",),
+    "t[": ("t",),  # dental t (Caribbean)
+    "tS": ("ch",), "dZ": ("jh",),
+    "t#": ("dx",),  # flap, as in "bitter"
+    "?": ("q",),  # glottal stop (deleted on folding, like TIMIT's q)
+    # fricatives
+    "f": ("f",), "v": ("v",), "T": ("th",), "D": ("dh",), "s": ("s",), "z": ("z",),
+    "S": ("sh",), "Z": ("zh",), "h": ("hh",),
+    # nasals, liquids, glides
+    "m": ("m",), "n": ("n",), "N": ("ng",), "n-": ("en",), "m-": ("em",), "@L": ("el",),
+    "l": ("l",), "r": ("r",), "r-": ("r",), "w": ("w",), "w#": ("w",), "j": ("y",),
+    # vowels
+    "i": ("iy",), "i:": ("iy",), "I": ("ih",), "I#": ("ix",), "I2": ("ix",),
+    "E": ("eh",), "a": ("ae",), "aa": ("ae",), "a#": ("ax",),
+    "A:": ("aa",), "0": ("aa",), "O:": ("ao",), "O2": ("ao",), "O": ("ao",),
+    "V": ("ah",), "U": ("uh",), "u:": ("uw",), "@": ("ax",), "@2": ("ax",), "@5": ("ax",),
+    "3": ("axr",), "3:": ("er",), "IR": ("er",), "VR": ("er",),
+    "eI": ("ey",), "aI": ("ay",), "aI2": ("ay",), "OI": ("oy",), "aU": ("aw",), "oU": ("ow",),
+    # vowels with r or schwa in one eSpeak phoneme
+    "A@": ("aa", "r"), "O@": ("ao", "r"), "o@": ("ao", "r"), "e@": ("eh", "r"),
+    "i@3": ("ih", "r"), "U@": ("uh", "r"), "aI3": ("ay", "er"),
+    "i@": ("iy", "ax"), "aI@": ("ay", "ax"), "aU@": ("aw", "ax"),
+}  # fmt: skip
+
+#: Accents that are not American: the open vowels sound British.
+NOT_AMERICAN_OVERRIDES: dict[str, tuple[str, ...]] = {"aa": ("aa",), "0": ("ao",)}
+#: Accents that drop r after vowels.
+NOT_RHOTIC_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "3": ("ax",), "A@": ("aa",), "O@": ("ao",), "o@": ("ao",), "e@": ("eh",),
+    "i@3": ("ih", "ax"), "U@": ("uh", "ax"), "aI3": ("ay", "ax"),
+}  # fmt: skip
+#: Mnemonics that mark something other than a sound (linking); they get no segment.
+SILENT_MARKERS = frozenset({";", "|", "||"})
+#: eSpeak pauses.
+PAUSES = frozenset({"_", "_:", "_!", "_;"})
+#: TIMIT closure label of each stop or affricate release.
+CLOSURE_OF = {
+    "p": "pcl", "t": "tcl", "k": "kcl", "b": "bcl", "d": "dcl", "g": "gcl",
+    "ch": "tcl", "jh": "dcl",
+}  # fmt: skip
+#: Where a two-label eSpeak phoneme is split (fraction of its length given to the first label).
+SPLIT_FRACTION = 0.6
+#: A closure is audio under this fraction of the utterance's loud (95th percentile) level.
+CLOSURE_LEVEL = 0.08
+CLOSURE_WINDOW = 16  # samples (1 ms)
+MIN_CLOSURE = 160  # samples (10 ms)
+MAX_CLOSURE_FROM_PAUSE = 960  # samples (60 ms)
+
+
+@dataclass(frozen=True)
+class Accent:
+    """An eSpeak English voice used as a dialect-region accent."""
+
+    espeak_voice: str
+    american: bool
+    rhotic: bool
+
+    def timit_labels(self, mnemonic: str) -> tuple[str, ...]:
+        """The TIMIT labels of an eSpeak phoneme in this accent; KeyError if it has none."""
+        if not self.rhotic and mnemonic in NOT_RHOTIC_OVERRIDES:
+            return NOT_RHOTIC_OVERRIDES[mnemonic]
+        if not self.american and mnemonic in NOT_AMERICAN_OVERRIDES:
+            return NOT_AMERICAN_OVERRIDES[mnemonic]
+        return ESPEAK_TO_TIMIT[mnemonic]
+
+
+ACCENTS: dict[str, Accent] = {
+    "en-us": Accent("en-us", american=True, rhotic=True),
+    "en-US-nyc": Accent("en-US-nyc", american=True, rhotic=True),
+    "en-GB-x-rp": Accent("en-GB-x-rp", american=False, rhotic=False),
+    "en-GB-x-gbcwmd": Accent("en-GB-x-gbcwmd", american=False, rhotic=False),
+    "en-GB-x-gbclan": Accent("en-GB-x-gbclan", american=False, rhotic=False),
+    "en-GB-scotland": Accent("en-GB-scotland", american=False, rhotic=True),
+    "en-029": Accent("en-029", american=False, rhotic=False),
+    "en": Accent("en", american=False, rhotic=False),
+}
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Everything that makes a speaker sound like themself."""
+
+    accent: str  # a key of ACCENTS
+    variant: str  # an eSpeak voice variant (voices/!v), e.g. "m3", "f2"
+    rate: int  # words per minute (eSpeak's default is 175)
+    pitch: int  # 0..100 (default 50)
+    pitch_range: int  # 0..100 (default 50)
+    level: float  # peak amplitude as a fraction of full scale
+    noise: float  # standard deviation of the background noise, in 16-bit units
+
+    @property
+    def espeak_name(self) -> str:
+        return f"{ACCENTS[self.accent].espeak_voice}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class PhonemeEvent:
+    """One eSpeak phoneme: its mnemonic (stress removed), first sample, text position (1-based)."""
+
+    mnemonic: str
+    sample: int
+    text_position: int
+
+
+@dataclass(frozen=True)
+class SynthesizedUtterance:
+    """16 kHz samples with TIMIT-labelled phone and word alignments covering them."""
+
+    samples: np.ndarray
+    phones: list[Segment]
+    words: list[Segment]
+
+
+# --------------------------------------------------------------------------- eSpeak through ctypes
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
+_EVENT_LIST_END = 0
+_EVENT_PHONEME = 7
+_SYNCHRONOUS = 2
+_PHONEME_EVENTS = 1
+_CHARS_UTF8 = 1
+_PARAMETER_RATE, _PARAMETER_PITCH, _PARAMETER_RANGE = 1, 3, 4
+_PHONEME_SEPARATOR = ord("|") << 8  # espeak_TextToPhonemes: mnemonics separated by "|"
+
+
+class Espeak:
+    """The eSpeak NG library, initialised once per process (it keeps global state)."""
+
+    _instance: Espeak | None = None
+    _lock = threading.RLock()
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.library.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        self.library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.library.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self.library.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
+        ]  # fmt: skip
+        self._counts: dict[tuple[str, str], int] = {}
+        data_path = espeakng_loader.get_data_path().encode()
+        rate = self.library.espeak_Initialize(_SYNCHRONOUS, 0, data_path, _PHONEME_EVENTS)
+        if rate != ESPEAK_RATE:
+            raise RuntimeError(f"eSpeak NG initialisation returned {rate}, expected {ESPEAK_RATE}")
+        self._chunks: list[np.ndarray] = []
+        self._events: list[PhonemeEvent] = []
+        self._callback = _CALLBACK(self._receive)  # kept referenced for the library's lifetime
+        self.library.espeak_SetSynthCallback(self._callback)
+
+    @classmethod
+    def get(cls) -> Espeak:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def _receive(self, samples, count, events) -> int:  # noqa: ANN001 (ctypes callback)
+        if samples and count > 0:
+            self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        index = 0
+        while events[index].type != _EVENT_LIST_END:
+            event = events[index]
+            if event.type == _EVENT_PHONEME:
+                mnemonic = event.id.string.decode("ascii", "replace").lstrip("',")
+                self._events.append(PhonemeEvent(mnemonic, event.sample, event.text_position))
+            index += 1
+        return 0
+
+    def phoneme_count(self, word: str, accent: Accent) -> int:
+        """How many phonemes eSpeak gives ``word`` said alone in ``accent`` (cached)."""
+        key = (accent.espeak_voice, word)
+        if key not in self._counts:
+            with self._lock:
+                self.library.espeak_SetVoiceByName(accent.espeak_voice.encode())
+                buffer = ctypes.create_string_buffer(word.encode("utf-8"))
+                pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+                phonemes = b""
+                while pointer.value:
+                    phonemes += (
+                        self.library.espeak_TextToPhonemes(
+                            ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR
+                        )
+                        + b"|"
+                    )
+            names = phonemes.decode("ascii", "replace").replace(" ", "|").split("|")
+            self._counts[key] = sum(
+                1 for name in names if name.lstrip("',") and name not in SILENT_MARKERS
+            )
+        return self._counts[key]
+
+    def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[PhonemeEvent]]:
+        """Speak ``text``: int16 samples at 22050 Hz and the phoneme events."""
+        with self._lock:
+            if self.library.espeak_SetVoiceByName(voice.espeak_name.encode()) != 0:
+                raise ValueError(f"eSpeak NG has no voice {voice.espeak_name!r}")
+            for parameter, value in (
+                (_PARAMETER_RATE, voice.rate),
+                (_PARAMETER_PITCH, voice.pitch),
+                (_PARAMETER_RANGE, voice.pitch_range),
+            ):
+                self.library.espeak_SetParameter(parameter, value, 0)
+            self._chunks, self._events = [], []
+            encoded = text.encode("utf-8")
+            status = self.library.espeak_Synth(
+                encoded, len(encoded) + 1, 0, 0, 0, _CHARS_UTF8, None, None
+            )
+            if status != 0:
+                raise RuntimeError(f"eSpeak NG failed ({status}) on {text!r}")
+            samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            return samples.astype(np.int16), self._events
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+@dataclass
+class _Piece:
+    """An eSpeak phoneme's stretch of 16 kHz audio and its TIMIT labels, while aligning."""
+
+    start: int
+    end: int
+    labels: tuple[str, ...]
+    text_position: int
+    event: int  # index of the eSpeak phoneme it comes from
+    is_pause: bool = False
+
+
+def resample_to_16k(samples: np.ndarray) -> np.ndarray:
+    """22050 Hz -> 16000 Hz (polyphase, 320/441), float64; sample n sits at input n*441/320."""
+    return resample_poly(samples.astype(np.float64), SAMPLE_RATE // 50, ESPEAK_RATE // 50)
+
+
+def _to_16k(sample: int) -> int:
+    return round(sample * SAMPLE_RATE / ESPEAK_RATE)
+
+
+def _pieces(events: list[PhonemeEvent], length: int, accent: Accent, text: str) -> list[_Piece]:
+    kept = [event for event in events if event.mnemonic not in SILENT_MARKERS]
+    pieces: list[_Piece] = []
+    if kept and _to_16k(kept[0].sample) > 0:  # leading silence, where a first stop's closure lies
+        start = min(_to_16k(kept[0].sample), length)
+        pieces.append(_Piece(0, start, ("pau",), 0, -1, is_pause=True))
+    for index, event in enumerate(kept):
+        start = min(_to_16k(event.sample), length)
+        end = min(_to_16k(kept[index + 1].sample), length) if index + 1 < len(kept) else length
+        if end <= start:
+            continue
+        if event.mnemonic in PAUSES:
+            if pieces and pieces[-1].is_pause and pieces[-1].end == start:
+                pieces[-1].end = end  # eSpeak often ends a clause with two pauses
+            else:
+                pieces.append(
+                    _Piece(start, end, ("pau",), event.text_position, index, is_pause=True)
+                )
+            continue
+        try:
+            labels = accent.timit_labels(event.mnemonic)
+        except KeyError:
+            raise ValueError(
+                f"eSpeak phoneme {event.mnemonic!r} ({accent.espeak_voice}, in {text!r}) has no "
+                "entry in ESPEAK_TO_TIMIT; add one"
+            ) from None
+        following = kept[index + 1].mnemonic if index + 1 < len(kept) else ""
+        if len(labels) == 2 and labels[1] == "r" and following in ("r", "r-"):
+            labels = labels[:1]
+        pieces.append(_Piece(start, end, labels, event.text_position, index))
+    return pieces
+
+
+def _cut_closures(pieces: list[_Piece], audio: np.ndarray) -> list[_Piece]:
+    """Give each stop release its closure, cut from the quiet end of the piece before it."""
+    windows = len(audio) // CLOSURE_WINDOW
+    levels = np.sqrt(
+        np.mean(audio[: windows * CLOSURE_WINDOW].reshape(windows, CLOSURE_WINDOW) ** 2, axis=1)
+    )
+    quiet = CLOSURE_LEVEL * (np.percentile(levels, 95) if windows else 0.0)
+    result: list[_Piece] = []
+    for piece in pieces:
+        closure_label = CLOSURE_OF.get(piece.labels[0])
+        previous = result[-1] if result else None
+        if closure_label is None or previous is None or previous.labels == (closure_label,):
+            result.append(piece)
+            continue
+        if previous.is_pause:
+            earliest = max(previous.start, previous.end - MAX_CLOSURE_FROM_PAUSE)
+        else:
+            earliest = previous.start + max((previous.end - previous.start) // 4, MIN_CLOSURE)
+        cut = previous.end
+        while cut - CLOSURE_WINDOW >= earliest:
+            window = (cut - CLOSURE_WINDOW) // CLOSURE_WINDOW
+            if window >= len(levels) or levels[window] >= quiet:
+                break
+            cut -= CLOSURE_WINDOW
+        if previous.end - cut >= MIN_CLOSURE:
+            previous.end = cut
+            closure = _Piece(cut, piece.start, (closure_label,), piece.text_position, piece.event)
+            result.append(closure)
+        result.append(piece)
+    return result
+
+
+def _split_labels(pieces: list[_Piece]) -> list[_Piece]:
+    result = []
+    for piece in pieces:
+        if len(piece.labels) == 1:
+            result.append(piece)
+            continue
+        middle = piece.start + round(SPLIT_FRACTION * (piece.end - piece.start))
+        result.append(
+            _Piece(piece.start, middle, piece.labels[:1], piece.text_position, piece.event)
+        )
+        result.append(_Piece(middle, piece.end, piece.labels[1:], piece.text_position, piece.event))
+    return [piece for piece in result if piece.end > piece.start]
+
+
+def _word_groups(text: str, pieces: list[_Piece]) -> list[list[tuple[int, str]]]:
+    """Words with their offsets, grouped where eSpeak spoke several as one (``in the``)."""
+    positions = {piece.text_position for piece in pieces if not piece.is_pause}
+    groups: list[list[tuple[int, str]]] = []
+    for offset, word in sentence_words(text):
+        if offset + 1 in positions:
+            groups.append([(offset, word)])
+        elif groups:
+            groups[-1].append((offset, word))
+        else:
+            raise ValueError(f"eSpeak reported no phonemes for the word {word!r} in {text!r}")
+    return groups
+
+
+def _divide_group(
+    group: list[tuple[int, str]],
+    pieces: list[_Piece],
+    phoneme_count: Callable[[str], int],
+    text: str,
+) -> list[tuple[str, list[_Piece]]]:
+    """Share a group's pieces among its words by each word's phoneme count (eSpeak's own)."""
+    position = group[0][0] + 1
+    spoken = [piece for piece in pieces if piece.text_position == position and not piece.is_pause]
+    if len(group) == 1:
+        return [(group[0][1], spoken)]
+    events = sorted({piece.event for piece in spoken})
+    counts = [max(1, phoneme_count(word)) for _, word in group]
+    if len(events) < len(group):
+        raise ValueError(f"eSpeak spoke {len(group)} words in {len(events)} phonemes in {text!r}")
+    # Word boundaries between eSpeak phonemes, scaled if context changed the counts.
+    cumulative = np.cumsum(counts)
+    bounds = [0] + [round(len(events) * int(c) / int(cumulative[-1])) for c in cumulative]
+    for index in range(1, len(bounds)):  # every word keeps at least one phoneme
+        bounds[index] = max(bounds[index], bounds[index - 1] + 1)
+    bounds[-1] = len(events)
+    for index in range(len(bounds) - 2, 0, -1):
+        bounds[index] = min(bounds[index], bounds[index + 1] - 1)
+    divided = []
+    for index, (_, word) in enumerate(group):
+        mine = set(events[bounds[index] : bounds[index + 1]])
+        divided.append((word, [piece for piece in spoken if piece.event in mine]))
+    return divided
+
+
+def align(
+    text: str,
+    events: list[PhonemeEvent],
+    audio: np.ndarray,
+    accent: Accent,
+    padding: tuple[int, int],
+    phoneme_count: Callable[[str], int],
+) -> tuple[list[Segment], list[Segment]]:
+    """TIMIT phone and word segments for 16 kHz ``audio`` with ``padding`` samples added at each end.
+
+    ``phoneme_count(word)`` says how many eSpeak phonemes a word has on its own; it divides
+    phrases that eSpeak speaks as one word (``in the``) between their words.
+    """
+    pieces = _split_labels(_cut_closures(_pieces(events, len(audio), accent, text), audio))
+    while pieces and pieces[0].is_pause:
+        pieces.pop(0)
+    while pieces and pieces[-1].is_pause:
+        pieces.pop()
+    if not pieces:
+        raise ValueError(f"eSpeak produced no phonemes for {text!r}")
+    before, after = padding
+    total = before + len(audio) + after
+    phones = [Segment(0, before + pieces[0].start, "h#")]
+    phones += [Segment(before + p.start, before + p.end, p.labels[0]) for p in pieces]
+    phones.append(Segment(before + pieces[-1].end, total, "h#"))
+    words = []
+    for group in _word_groups(text, pieces):
+        for word, spoken in _divide_group(group, pieces, phoneme_count, text):
+            start = before + min(piece.start for piece in spoken)
+            words.append(Segment(start, before + max(piece.end for piece in spoken), word))
+    return phones, words
+
+
+def synthesize_utterance(
+    text: str, voice: Voice, rng: np.random.Generator, padding: tuple[int, int]
+) -> SynthesizedUtterance:
+    """Speak ``text`` in ``voice`` at 16 kHz with noise, level and ``padding``, and align it."""
+    raw, events = Espeak.get().synthesize(text, voice)
+    audio = resample_to_16k(raw)
+    espeak = Espeak.get()
+    accent = ACCENTS[voice.accent]
+    phones, words = align(
+        text, events, audio, accent, padding, lambda word: espeak.phoneme_count(word, accent)
+    )
+    peak = float(np.max(np.abs(audio))) or 1.0
+    scaled = audio * (voice.level * 32767.0 / peak)
+    padded = np.concatenate([np.zeros(padding[0]), scaled, np.zeros(padding[1])])
+    noisy = padded + rng.normal(0.0, voice.noise, padded.shape)
+    samples = np.clip(np.round(noisy), -32768, 32767).astype(np.int16)
+    return SynthesizedUtterance(samples, phones, words)
