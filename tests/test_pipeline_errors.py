@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from speechbed.errors import UserInputError
 from speechbed.pipeline.cli import main
+from speechbed.pipeline.loader import load_pipeline
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -127,3 +132,44 @@ def test_script_prints_no_traceback(tmp_path, testbed_env):
     )
     assert result.returncode == 2
     assert "unknown key 'jobs.0.extra'" in result.stderr and "Traceback" not in result.stderr
+
+
+STEP_KEYS = ["script", "config", "name", "run_in", "num_gpus", "blocking", "args", "scirpt"]
+STEP_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 4),
+    st.sampled_from(["record_job.py", "job.yml", "missing.py", "host", "x/y", "", "a b"]),
+    st.lists(st.one_of(st.integers(), st.text(max_size=3)), max_size=2),
+)
+PIPELINE_DOCUMENTS = st.one_of(
+    st.lists(st.integers(), max_size=2),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "num_jobs": st.one_of(st.integers(-1, 3), st.text(max_size=2)),
+            "jobs": st.one_of(
+                st.none(),
+                st.lists(st.dictionaries(st.sampled_from(STEP_KEYS), STEP_VALUES), max_size=3),
+            ),
+            "nmae": st.text(max_size=3),
+        },
+    ),
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(document=PIPELINE_DOCUMENTS, gpus=st.lists(st.integers(0, 3), max_size=2, unique=True))
+def test_any_pipeline_document_plans_or_gives_a_clear_error(
+    tmp_path, testbed_env, recording_job, document, gpus
+):
+    source = tmp_path / "fuzz.yml"
+    source.write_text(yaml.safe_dump(document))
+    try:
+        pipeline = load_pipeline(source, testbed_env, gpus, tmp_path, tmp_path / "artifacts")
+    except UserInputError as error:
+        assert str(error).startswith(str(source))
+    else:
+        assert all(job.script.is_file() and job.num_gpus <= len(gpus) for job in pipeline.jobs)
