@@ -11,8 +11,11 @@ yml ?=
 gpus ?=
 num_jobs ?=
 args ?=
+num_gpus ?=
+run_in ?=
+run ?=
 
-.PHONY: help install test bench lint clean pipeline check_environment
+.PHONY: help install test bench lint clean pipeline check_environment experiment demo tensorboard jupyter
 
 help:  ## list the targets
 	@grep -E '^[a-z_]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | expand -t 22
@@ -37,3 +40,15 @@ pipeline: install  ## run a pipeline: make pipeline yml=FILE [gpus=0,1] [num_job
 
 check_environment:  ## print every testbed variable, where its value came from, and what is missing
 	$(WITH_ENV) $(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
+
+experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container] [gpus=0,1] [run=1]
+	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run)
+
+demo: install  ## synthetic corpus -> feature caches -> demo sweep (lcorr + mcorr) -> analysis; resumes, instant when done
+	$(WITH_ENV) $(PY) scripts/pipeline.py -y data_prep/synthetic/pipeline.yml && $(PY) scripts/sweep_experiment.py -y experiments/demo.yml --run && $(PY) scripts/analyze.py -y experiments/out/demo/analyze.yml
+
+tensorboard: install  ## serve ${ARTIFACTS_DIRECTORY} with TensorBoard on loopback [args="--port N | --host 0.0.0.0 | --stop"]
+	$(WITH_ENV) $(PY) -m speechbed.services tensorboard $(args)
+
+jupyter: install  ## start JupyterLab (token) on loopback [args="--port N | --host 0.0.0.0 | --stop"]
+	$(WITH_ENV) ($(PY) -c 'import jupyterlab' 2>/dev/null || .venv/bin/pip install --quiet -e ".[notebook]") && $(PY) -m speechbed.services jupyter $(args)

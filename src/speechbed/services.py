@@ -1,0 +1,216 @@
+"""Long-running helper services on the host: JupyterLab and TensorBoard, started in the background.
+
+Called by ``make jupyter`` / ``make tensorboard`` (``python -m speechbed.services NAME``) and tests.
+
+Each service binds to loopback unless ``--host`` says otherwise, runs in its own process
+group, and leaves ``${ARTIFACTS_DIRECTORY}/services/<name>.json`` (pid, url; readable by the
+owner only, since Jupyter's url carries its token) so ``--stop`` and tests can end it.
+``service_command`` is the one place that decides how a service is launched, so another
+launcher (a container) can be added there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from speechbed.errors import UserInputError
+
+SERVICES = ("jupyter", "tensorboard")
+DEFAULT_PORTS = {
+    "jupyter": ("JUPYTER_HOST_PORT", 8888),
+    "tensorboard": ("TENSORBOARD_HOST_PORT", 6006),
+}
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class ServiceLaunch:
+    """How to start a service: argv, extra environment and the url it will answer on."""
+
+    argv: list[str]
+    environment: dict[str, str]
+    url: str
+
+
+def service_command(
+    name: str, host: str, port: int, root: Path, artifacts: Path, token: str | None = None
+) -> ServiceLaunch:
+    """The command line of a service run on the host with this interpreter."""
+    shown_host = LOOPBACK if host in ("0.0.0.0", "::") else host
+    if name == "jupyter":
+        token = token or secrets.token_hex(24)
+        argv = [
+            sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={host}", f"--port={port}",
+            "--port-retries=0", f"--ServerApp.root_dir={root}",
+        ]  # fmt: skip
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
+        # The token goes through the environment, not argv, so `ps` does not show it.
+        return ServiceLaunch(
+            argv, {"JUPYTER_TOKEN": token}, f"http://{shown_host}:{port}/lab?token={token}"
+        )
+    if name == "tensorboard":
+        argv = [
+            sys.executable, "-m", "tensorboard.main", f"--logdir={artifacts}", f"--host={host}",
+            f"--port={port}", "--reload_interval=15",
+        ]  # fmt: skip
+        return ServiceLaunch(argv, {}, f"http://{shown_host}:{port}/")
+    raise UserInputError(f"unknown service '{name}'; choose one of {', '.join(SERVICES)}")
+
+
+def state_file(artifacts: Path, name: str) -> Path:
+    return artifacts / "services" / f"{name}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    target = LOOPBACK if host in ("0.0.0.0", "::") else host
+    try:
+        with socket.create_connection((target, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def read_state(artifacts: Path, name: str) -> dict | None:
+    """The running service's recorded state, or None when it is not running."""
+    path = state_file(artifacts, name)
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if not _alive(int(state["pid"])):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def start_service(
+    name: str,
+    artifacts: Path,
+    root: Path,
+    host: str = LOOPBACK,
+    port: int | None = None,
+    environ: Mapping[str, str] | None = None,
+    wait_seconds: float = 120.0,
+) -> dict:
+    """Start the service in the background (or find it running); returns its state."""
+    environ = dict(os.environ if environ is None else environ)
+    running = read_state(artifacts, name)
+    if running is not None:
+        return running
+    if port is None:
+        variable, default = DEFAULT_PORTS[name]
+        port = int(environ.get(variable) or default)
+    if port_answers(host, port):
+        raise UserInputError(
+            f"port {port} is already in use; pick another with --port or {DEFAULT_PORTS[name][0]}"
+        )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    launch = service_command(name, host, port, root, artifacts, environ.get("JUPYTER_TOKEN"))
+    log_path = state_file(artifacts, name).with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            launch.argv,
+            cwd=root,
+            env={**environ, **launch.environment},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so --stop ends all of it
+        )
+    state = {"name": name, "pid": process.pid, "host": host, "port": port, "url": launch.url}
+    path = state_file(artifacts, name)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state), encoding="utf-8")
+    temporary.chmod(0o600)
+    temporary.replace(path)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            path.unlink(missing_ok=True)
+            raise UserInputError(
+                f"{name} exited at start (code {process.returncode}); see {log_path}"
+            )
+        if port_answers(host, port):
+            return state
+        time.sleep(0.5)
+    stop_service(name, artifacts)
+    raise UserInputError(
+        f"{name} did not answer on port {port} within {wait_seconds:.0f} s; see {log_path}"
+    )
+
+
+def stop_service(name: str, artifacts: Path, wait_seconds: float = 20.0) -> bool:
+    """Stop the service started by ``start_service``; returns whether one was running."""
+    state = read_state(artifacts, name)
+    if state is None:
+        return False
+    pid = int(state["pid"])
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + wait_seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        try:  # reap it when it is our own child (tests); otherwise just wait
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    state_file(artifacts, name).unlink(missing_ok=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Start or stop JupyterLab / TensorBoard on the host."
+    )
+    parser.add_argument("name", choices=SERVICES)
+    parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: loopback only)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="default: JUPYTER_HOST_PORT / TENSORBOARD_HOST_PORT"
+    )
+    parser.add_argument("--stop", action="store_true", help="stop the running service")
+    arguments = parser.parse_args(argv)
+    root = Path(os.environ.get("SPEECHBED_ROOT") or Path.cwd()).resolve()
+    artifacts = Path(os.environ.get("ARTIFACTS_DIRECTORY") or root / "storage" / "artifacts")
+    try:
+        if arguments.stop:
+            stopped = stop_service(arguments.name, artifacts)
+            print(f"{arguments.name}: {'stopped' if stopped else 'was not running'}")
+            return 0
+        state = start_service(arguments.name, artifacts, root, arguments.host, arguments.port)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{arguments.name} is running (pid {state['pid']}): {state['url']}")
+    print(f"stop it with: make {arguments.name} args=--stop")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
