@@ -38,6 +38,18 @@ clean:  ## remove build outputs and caches (keeps storage/ and .venv)
 pipeline: install  ## run a pipeline: make pipeline yml=FILE [gpus=0,1] [num_jobs=N] [args="--force ..."]
 	$(WITH_ENV) $(PY) scripts/pipeline.py -y $(yml) $(if $(gpus),--gpus $(gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(args)
 
+.PHONY: docker run_in_container shell
+command ?=
+
+docker: install  ## build the image DOCKER_IMAGE_NAME with CONTAINER_ENGINE, owned by your uid/gid [args="--build-arg TORCH_CUDA_ARCH_LIST=9.0"]
+	$(WITH_ENV) $(PY) -m speechbed.pipeline.container build $(args)
+
+run_in_container: install  ## run a command in the image (repo at /workspace): make run_in_container command="python scripts/X.py -y F.yml" [gpus=0,1]
+	$(WITH_ENV) $(PY) -m speechbed.pipeline.container run $(if $(gpus),--gpus $(gpus)) -- $(command)
+
+shell: install  ## an interactive shell in the image, repository at /workspace, storage at /storage/* [gpus=0,1]
+	$(WITH_ENV) $(PY) -m speechbed.pipeline.container shell $(if $(gpus),--gpus $(gpus))
+
 check_environment:  ## print every testbed variable, where its value came from, and what is missing
 	$(WITH_ENV) $(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
 

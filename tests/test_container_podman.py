@@ -244,3 +244,23 @@ def test_interrupted_job_leaves_no_container(testbed: dict) -> None:
     assert runner.returncode != 0, output
     assert left == []
     assert not (testbed["storage"]["artifacts"] / "sleeper.json").exists()
+
+
+def test_run_in_container_command_line(testbed: dict) -> None:
+    """``make run_in_container`` runs ``python -m speechbed.pipeline.container run -- ...``."""
+    code = (
+        "import os, sys; open('/storage/cache/made.txt', 'w').write(os.getcwd()); "
+        "print('gpus', os.environ['NVIDIA_VISIBLE_DEVICES']); sys.exit(4)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "speechbed.pipeline.container", "run", "--gpus", "2", "--",
+         "/usr/bin/python3", "-c", code],
+        env=testbed["env"], cwd=testbed["root"], capture_output=True, text=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert run.returncode == 4, run.stdout + run.stderr  # the command's own exit code
+    assert "gpus 2" in run.stdout
+    made = testbed["storage"]["cache"] / "made.txt"
+    assert made.read_text() == "/workspace"
+    assert made.stat().st_uid == CONTAINER_USER[0]
+    assert _containers("speechbed.job=interactive") == []

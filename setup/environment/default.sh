@@ -24,6 +24,19 @@ export SPEECHBED_LEASE_DIR="${SPEECHBED_LEASE_DIR:-/tmp/speechbed-gpu-leases}"
 # Container engine (docker or podman) and the image jobs with run_in: container use.
 export CONTAINER_ENGINE="${CONTAINER_ENGINE:-docker}"
 export DOCKER_IMAGE_NAME="${DOCKER_IMAGE_NAME:-speechbed:dev}"
+# OCI runtime, e.g. /usr/sbin/runc (podman: `podman --runtime`; docker: `run --runtime`); empty = the engine's.
+export CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-}"
+# How leased GPUs reach a container: gpus (docker --gpus), cdi (podman --device nvidia.com/gpu=N)
+# or env (NVIDIA_VISIBLE_DEVICES only, for the nvidia runtime/hook); empty = gpus for docker, cdi for podman.
+export CONTAINER_GPU_MODE="${CONTAINER_GPU_MODE:-}"
+# --network for job containers (e.g. none); empty = the engine's default network.
+export CONTAINER_NETWORK="${CONTAINER_NETWORK:-}"
+# UID:GID the containers run as; empty = yours, so files they write are yours.
+export CONTAINER_USER="${CONTAINER_USER:-}"
+# podman only, for tests: run this host folder (e.g. /) as the root instead of the image, with
+# CONTAINER_PYTHON naming the interpreter inside (default: python from the image's PATH).
+export CONTAINER_ROOTFS="${CONTAINER_ROOTFS:-}"
+export CONTAINER_PYTHON="${CONTAINER_PYTHON:-}"
 
 # Host ports for JupyterLab and TensorBoard.
 export JUPYTER_HOST_PORT="${JUPYTER_HOST_PORT:-8888}"

@@ -538,8 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repository at /workspace and the storage folders at /storage/*.",
     )
     commands = parser.add_subparsers(dest="action", required=True)
-    build = commands.add_parser("build", help="build docker/Dockerfile as DOCKER_IMAGE_NAME")
-    build.add_argument("extra", nargs=argparse.REMAINDER, help="more engine build options")
+    commands.add_parser(
+        "build", help="build docker/Dockerfile as DOCKER_IMAGE_NAME; other options go to the engine"
+    )
     for action in ("run", "shell"):
         sub = commands.add_parser(action, help=f"{action} in the image")
         sub.add_argument("--gpus", default="", help="comma-separated GPU ids to lease and pass")
@@ -548,14 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if action == "run":
             sub.add_argument("command", nargs=argparse.REMAINDER, help="the command to run")
-    arguments = parser.parse_args(argv)
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown and arguments.action != "build":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     environ = dict(os.environ)
     root = Path(environ.get("SPEECHBED_ROOT") or Path(__file__).resolve().parents[3])
     try:
         settings = ContainerSettings.from_environment(environ)
         if arguments.action == "build":
-            extra = [item for item in arguments.extra if item != "--"]
-            command = build_command(settings, root, extra)
+            command = build_command(settings, root, [item for item in unknown if item != "--"])
             print(f"$ {shlex.join(command)}", file=sys.stderr)
             return subprocess.run(command).returncode
         return _run_interactive(arguments, settings, root, environ)
@@ -580,6 +582,8 @@ def _run_interactive(
         raise UserInputError('no command given; use make run_in_container command="..."')
     devices = parse_gpu_list(arguments.gpus, "--gpus") if arguments.gpus else []
     leases = GpuLeases(default_lease_dir(environ))
+    if devices:
+        leases.prepare()
     # The same leases the pipeline takes, so an interactive session never shares a GPU.
     busy = [device for device in devices if not leases.try_acquire(device)]
     if busy:
