@@ -4,8 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV_FILE ?=
 PY := .venv/bin/python
-# Sources the default environment, then ENV_FILE; variables already set in the shell win.
-WITH_ENV = set -a && . setup/environment/default.sh && if [ -n "$(ENV_FILE)" ]; then . "$(ENV_FILE)"; fi && set +a &&
+# Sources ENV_FILE, then the defaults (whose ${NAME:-default} lines fill only what is unset),
+# so a copy of default.sh with edited defaults works; variables already set in the shell win.
+WITH_ENV = set -a && if [ -n "$(ENV_FILE)" ]; then . "$(ENV_FILE)"; fi && . setup/environment/default.sh && set +a &&
 
 yml ?=
 gpus ?=
