@@ -51,8 +51,8 @@ run_in_container: install  ## run a command in the image (repo at /workspace): m
 shell: install  ## an interactive shell in the image, repository at /workspace, storage at /storage/* [gpus=0,1]
 	$(WITH_ENV) $(PY) -m speechbed.pipeline.container shell $(if $(gpus),--gpus $(gpus))
 
-check_environment:  ## print every testbed variable, where its value came from, and what is missing
-	$(WITH_ENV) $(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
+check_environment: install  ## print every testbed variable, where its value came from, and what is missing
+	$(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
 
 experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container] [gpus=0,1] [run=1]
 	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run)
