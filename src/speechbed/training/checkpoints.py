@@ -1,0 +1,80 @@
+"""Epoch checkpoints of a run: written atomically, found again on restart, pruned to last and best.
+
+Used by the training loop; a checkpoint holds everything needed to continue bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"epoch-(\d+)\.pt")
+
+
+def save_atomically(payload: Any, path: Path) -> None:
+    """torch.save to a temporary name in the same folder, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def capture_random_states() -> dict[str, Any]:
+    """The global random states a training epoch draws from (torch CPU and CUDA, numpy, python)."""
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    """Put back what ``capture_random_states`` saved."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class CheckpointStore:
+    """``<run_dir>/checkpoints/epoch-NNNN.pt``, one per completed epoch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch-{epoch:04d}.pt"
+
+    def epochs(self) -> list[int]:
+        """Epochs with a complete checkpoint, in order (partial files never match the name)."""
+        if not self.folder.is_dir():
+            return []
+        found = (_NAME.fullmatch(entry.name) for entry in self.folder.iterdir())
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        save_atomically(state, self.path(epoch))
+
+    def load(self, epoch: int) -> dict[str, Any]:
+        # our own files, holding numpy and python RNG states: not loadable with weights_only
+        return torch.load(self.path(epoch), map_location="cpu", weights_only=False)
+
+    def latest(self) -> dict[str, Any] | None:
+        epochs = self.epochs()
+        return self.load(epochs[-1]) if epochs else None
+
+    def prune(self, keep: set[int]) -> None:
+        """Delete every checkpoint whose epoch is not in ``keep``."""
+        for epoch in self.epochs():
+            if epoch not in keep:
+                self.path(epoch).unlink(missing_ok=True)

@@ -1,0 +1,56 @@
+"""Opening a run's feature caches as batched loaders (length-bucketed, padded, CTC targets).
+
+Used by the training loop and by evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from speechbed.errors import UserInputError
+from speechbed.features.loader import BucketBatchSampler, CachedUtterances, collate_padded
+from speechbed.training.config import DataConfig
+
+
+def partition_path(data: DataConfig, partition: str) -> Path:
+    """``<cache_directory>/<partition>.zarr``, or a UserInputError saying how to make it."""
+    path = Path(data.cache_directory) / f"{partition}.zarr"
+    if not path.is_dir():
+        raise UserInputError(
+            f"data.cache_directory: no feature cache for partition '{partition}' at {path}; "
+            "compute it with scripts/compute_features.py (or fix data.cache_directory)"
+        )
+    return path
+
+
+def open_loader(
+    data: DataConfig,
+    partition: str,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader of ``PaddedBatch`` over one partition; its ``batch_sampler`` has ``set_epoch``."""
+    dataset = CachedUtterances(partition_path(data, partition))
+    if len(dataset) == 0:
+        raise UserInputError(f"partition '{partition}' in {data.cache_directory} has no utterances")
+    sampler = BucketBatchSampler(
+        dataset.num_frames, batch_size=batch_size or data.batch_size, shuffle=shuffle, seed=seed
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_padded,
+        num_workers=data.num_workers,
+        generator=generator,
+    )
+
+
+def num_features(loader: DataLoader) -> int:
+    """Feature dimensions of the loader's cache."""
+    return int(loader.dataset[0].feats.shape[1])
