@@ -5,7 +5,8 @@ Called by ``speechbed.sweep.experiment`` (and its tests) on plain dicts; never i
 Each sweep entry expands to the Cartesian product of its list-valued keys. A dotted key
 (``model.recurrent_size``) sets that path; a bare key (``seed``) replaces every key of that
 name wherever it occurs; a key that matches nothing is an error naming it. A key starting
-with ``multiple_parameters`` holds a list of bundles (mappings) whose settings vary together.
+with ``multiple_parameters`` holds a list of bundles (mappings) whose settings vary together;
+a bundle is named in the run's condition by its first setting (write the telling one first).
 ``populate_cache`` in an entry is a flag for the expansion, not a setting. No ``sweep:`` (or
 an empty one) means one run with the base settings.
 """
@@ -38,12 +39,15 @@ class Run:
     config: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
     sweep_index: int | None = None
+    labels: dict[str, Any] = field(default_factory=dict)
 
     def condition(self) -> str:
-        """The swept settings other than seeds, as ``key=value, ...`` (``base`` when none)."""
+        """The swept settings other than seeds, as ``key=value, ...`` (``base`` when none);
+        a bundle shows only its first setting."""
+        labels = self.labels or self.settings
         parts = [
             f"{key}={_short(value)}"
-            for key, value in sorted(self.settings.items())
+            for key, value in sorted(labels.items())
             if key.split(".")[-1] != "seed"
         ]
         return ", ".join(parts) if parts else "base"
@@ -136,9 +140,12 @@ def set_setting(
         section[path[-1]] = copy.deepcopy(value)
 
 
-def _entry_axes(entry: Mapping[str, Any], where: str) -> list[list[dict[str, Any]]]:
-    """The entry as a list of axes; each axis is a list of alternatives (dicts of settings)."""
-    axes: list[list[dict[str, Any]]] = []
+Alternative = tuple[dict[str, Any], dict[str, Any]]  # (settings, the part shown in the condition)
+
+
+def _entry_axes(entry: Mapping[str, Any], where: str) -> list[list[Alternative]]:
+    """The entry as a list of axes; each axis lists its alternatives (settings, label)."""
+    axes: list[list[Alternative]] = []
     for key, value in entry.items():
         if key in ENTRY_FLAGS:
             continue
@@ -149,13 +156,15 @@ def _entry_axes(entry: Mapping[str, Any], where: str) -> list[list[dict[str, Any
                     f"{where}: '{key}' must be a list of mappings (each a bundle of settings "
                     "that vary together)"
                 )
-            axes.append([dict(bundle) for bundle in bundles])
+            if any(not bundle for bundle in bundles):
+                raise UserInputError(f"{where}: '{key}' holds an empty bundle")
+            axes.append([(dict(bundle), dict([next(iter(bundle.items()))])) for bundle in bundles])
         elif isinstance(value, list):
             if not value:
                 raise UserInputError(f"{where}: sweep key '{key}' has an empty list of values")
-            axes.append([{key: item} for item in value])
+            axes.append([({key: item}, {key: item}) for item in value])
         else:
-            axes.append([{key: value}])
+            axes.append([({key: value}, {key: value})])
     return axes
 
 
@@ -191,12 +200,14 @@ def expand(
         populate_cache = populate_cache or bool(entry.get("populate_cache", False))
         for combination in itertools.product(*_entry_axes(entry, where)):
             settings: dict[str, Any] = {}
-            for part in combination:
+            labels: dict[str, Any] = {}
+            for part, label in combination:
                 settings.update(part)
+                labels.update(label)
             config = copy.deepcopy(base)
             for key, value in settings.items():
                 set_setting(config, key, value, where, known_paths)
             run_id = run_id_of(config)
             if run_id not in runs:
-                runs[run_id] = Run(run_id, config, settings, index)
+                runs[run_id] = Run(run_id, config, settings, index, labels)
     return Expansion(list(runs.values()), populate_cache)
