@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from speechbed.pipeline.cli import main
+from speechbed.pipeline.executors import EXECUTOR_FACTORIES, HostExecutor, Launch
+from speechbed.pipeline.inventory import discover_gpus
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -302,3 +304,78 @@ def test_second_signal_kills_a_job_that_ignores_sigterm(tmp_path, testbed_env, s
     assert runner.returncode == 128 + signal_number, output
     assert time.monotonic() - started < 20
     assert "second signal" in output
+
+
+def test_a_small_job_uses_a_free_gpu_while_a_bigger_one_waits(tmp_path, testbed_env, recording_job):
+    record = tmp_path / "events.jsonl"
+    steps = [
+        step(record, "one_gpu", sleep=0.6, num_gpus=1),
+        step(record, "two_gpus", num_gpus=2),
+        step(record, "small", num_gpus=1),
+    ]
+    code, output = run(
+        testbed_env, write_pipeline(tmp_path / "p.yml", steps, num_jobs=3), "--gpus", "0,1"
+    )
+    assert code == 0, output
+    events = read_events(record)
+    # 'small' took the idle GPU while 'two_gpus' waited for both.
+    assert events["small"]["start"]["time"] < events["one_gpu"]["end"]["time"]
+    assert events["two_gpus"]["start"]["time"] >= events["one_gpu"]["end"]["time"]
+    assert events["two_gpus"]["start"]["devices"] in ("0,1", "1,0")
+
+
+class RecordingExecutor(HostExecutor):
+    """A test executor registered by name: wraps the host launch and logs its calls."""
+
+    name = "recording"
+    calls: Path
+
+    def launch(self, job, devices, base_env):
+        launch = super().launch(job, devices, base_env)
+        with open(self.calls, "a") as calls:
+            calls.write(f"launch {job.name} {devices}\n")
+        return Launch(launch.argv, {**launch.env, "LAUNCHED_BY": "recording"}, launch.cwd)
+
+    def cleanup(self, job, launch):
+        with open(self.calls, "a") as calls:
+            calls.write(f"cleanup {job.name} {launch.env['LAUNCHED_BY']}\n")
+
+
+def test_a_new_executor_slots_in_by_name(tmp_path, testbed_env, recording_job, monkeypatch):
+    RecordingExecutor.calls = tmp_path / "calls.txt"
+    monkeypatch.setitem(EXECUTOR_FACTORIES, "recording", RecordingExecutor)
+    record = tmp_path / "events.jsonl"
+    steps = [
+        step(record, "ok", run_in="recording", num_gpus=1),
+        step(record, "bad", run_in="recording", exit=4),
+    ]
+    code, _ = run(testbed_env, write_pipeline(tmp_path / "p.yml", steps), "--gpus", "6")
+    assert code == 1
+    assert (tmp_path / "calls.txt").read_text().splitlines() == [
+        "launch ok [6]",
+        "cleanup ok recording",
+        "launch bad []",
+        "cleanup bad recording",  # also after a failure
+    ]
+
+
+def test_gpu_inventory_precedence():
+    environ = {"SPEECHBED_GPUS": "4,5", "CUDA_VISIBLE_DEVICES": "0"}
+    assert discover_gpus("1", environ) == ([1], "--gpus")
+    assert discover_gpus(None, environ) == ([4, 5], "SPEECHBED_GPUS")
+    assert discover_gpus(None, {"SPEECHBED_GPUS": " ", "CUDA_VISIBLE_DEVICES": "2,3"}) == (
+        [2, 3],
+        "CUDA_VISIBLE_DEVICES",
+    )
+    assert discover_gpus("", environ) == ([], "--gpus")
+
+
+def test_help_describes_the_pipeline_schema():
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0
+    for text in ("--gpus", "--dry-run", "--keep-going", "num_jobs", "blocking", "run_in"):
+        assert text in result.stdout

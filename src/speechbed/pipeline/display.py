@@ -97,7 +97,7 @@ class PipelineDisplay:
     def _event(self, text: str) -> None:
         if self._live is not None:
             self.console.print(Text(text), soft_wrap=True)
-            self._live.update(self._counts())
+            self._live.update(self._counts(), refresh=True)
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
