@@ -282,14 +282,22 @@ def test_executor_check_explains_a_missing_engine(folders, monkeypatch) -> None:
         executor.check(_job(folders, config))
 
 
-def test_service_invocation_publishes_on_loopback(folders) -> None:
-    environ = _environ(folders, CONTAINER_ENGINE="podman", TENSORBOARD_HOST_PORT="16006")
-    invocation = service_invocation("tensorboard", folders["repo"], environ)
-    argv = invocation.argv
-    assert argv[argv.index("--publish") + 1] == "127.0.0.1:16006:6006"
-    assert "--logdir=/storage/artifacts" in argv
+def test_service_invocations(folders) -> None:
+    environ = _environ(folders, CONTAINER_ENGINE="podman", CONTAINER_USER="0:0", PATH="/bin")
+    board = service_invocation("tensorboard", folders["repo"], environ, 16006).argv
+    assert board[board.index("--publish") + 1] == "127.0.0.1:16006:6006"
+    assert board[-5:] == [
+        "python", "-m", "tensorboard.main", "--bind_all", "--port=6006",
+        "--logdir=/storage/artifacts", "--reload_interval=15",
+    ][-5:]  # fmt: skip
+    lab = service_invocation("jupyter", folders["repo"], environ, 18888, "0.0.0.0", "tok123")
+    assert lab.argv[lab.argv.index("--publish") + 1] == "0.0.0.0:18888:8888"
+    assert "--allow-root" in lab.argv and "--ServerApp.root_dir=/workspace" in lab.argv
+    assert "JUPYTER_TOKEN" in lab.argv and not any("tok123" in item for item in lab.argv)
+    assert lab.env["JUPYTER_TOKEN"] == "tok123"
+    assert "--interactive" not in lab.argv  # it runs in the background
     with pytest.raises(UserInputError, match="unknown service"):
-        service_invocation("mlflow", folders["repo"], environ)
+        service_invocation("mlflow", folders["repo"], environ, 1)
 
 
 # --------------------------------------------------------------------------- Dockerfile

@@ -9,9 +9,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -264,3 +266,30 @@ def test_run_in_container_command_line(testbed: dict) -> None:
     assert made.read_text() == "/workspace"
     assert made.stat().st_uid == CONTAINER_USER[0]
     assert _containers("speechbed.job=interactive") == []
+
+
+def test_tensorboard_runs_in_the_container_on_the_host_port(testbed: dict) -> None:
+    from speechbed.services import start_service, stop_service
+
+    with socket.socket() as probe:  # a free host port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(testbed["env"], CONTAINER_PYTHON=sys.executable, TENSORBOARD_HOST_PORT=str(port))
+    for name in ("CONTAINER_NETWORK", "CONTAINER_USER"):  # publishing needs the bridge network;
+        env.pop(name)  # the runner's own user can run this interpreter
+    artifacts = testbed["storage"]["artifacts"]
+    state = start_service("tensorboard", artifacts, testbed["root"], environ=env, where="container")
+    try:
+        assert state["container"] in _containers("speechbed.job=tensorboard")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read()
+        assert b"TensorBoard" in page
+        # A killed engine client leaves the container running: --stop still removes it.
+        os.killpg(state["pid"], signal.SIGKILL)
+        os.waitpid(state["pid"], 0)
+        assert state["container"] in _containers("speechbed.job=tensorboard")
+    finally:
+        stop_service("tensorboard", artifacts)
+        left = state["container"] in _containers("speechbed.job=tensorboard")
+        if left:  # leave the machine clean even when the assertion below fails
+            subprocess.run([PODMAN, "rm", "--force", "--time", "0", state["container"]])
+    assert not left

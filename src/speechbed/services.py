@@ -1,12 +1,13 @@
-"""Long-running helper services on the host: JupyterLab and TensorBoard, started in the background.
+"""Long-running helper services: JupyterLab and TensorBoard, in the background on the host or in the image.
 
 Called by ``make jupyter`` / ``make tensorboard`` (``python -m speechbed.services NAME``) and tests.
 
 Each service binds to loopback unless ``--host`` says otherwise, runs in its own process
 group, and leaves ``${ARTIFACTS_DIRECTORY}/services/<name>.json`` (pid, url; readable by the
 owner only, since Jupyter's url carries its token) so ``--stop`` and tests can end it.
-``service_command`` is the one place that decides how a service is launched, so another
-launcher (a container) can be added there.
+``service_command`` is the one place that decides how a service is launched on the host;
+``choose_launch`` runs it in DOCKER_IMAGE_NAME instead (``--where auto``, the command line's
+default, when the engine and image are there; ports published the same way).
 """
 
 from __future__ import annotations
@@ -69,6 +70,43 @@ def service_command(
     raise UserInputError(f"unknown service '{name}'; choose one of {', '.join(SERVICES)}")
 
 
+def choose_launch(
+    name: str,
+    host: str,
+    port: int,
+    root: Path,
+    artifacts: Path,
+    environ: Mapping[str, str],
+    where: str,
+) -> tuple[ServiceLaunch, tuple[str, list[str]] | None]:
+    """The launch for ``where`` (host | container | auto); in a container, also its name and
+    the command that removes it."""
+    token = environ.get("JUPYTER_TOKEN")
+    if where in ("container", "auto"):
+        from speechbed.pipeline.container import (
+            ContainerSettings,
+            container_available,
+            remove_command,
+            service_invocation,
+        )
+
+        missing = container_available(environ)
+        if missing is None:
+            token = (token or secrets.token_hex(24)) if name == "jupyter" else None
+            invocation = service_invocation(name, root, environ, port, host, token)
+            shown = LOOPBACK if host in ("0.0.0.0", "::") else host
+            url = f"http://{shown}:{port}/" + (f"lab?token={token}" if token else "")
+            print(f"{name}: starting in the container ({invocation.name})", file=sys.stderr)
+            remove = remove_command(ContainerSettings.from_environment(environ), invocation.name)
+            return ServiceLaunch(invocation.argv, invocation.env, url), (invocation.name, remove)
+        if where == "container":
+            raise UserInputError(f"cannot start {name} in a container: {missing}")
+        print(f"{name}: starting on the host, not in a container: {missing}", file=sys.stderr)
+    elif where != "host":
+        raise UserInputError(f"--where {where!r}: use host, container or auto")
+    return service_command(name, host, port, root, artifacts, token), None
+
+
 def state_file(artifacts: Path, name: str) -> Path:
     return artifacts / "services" / f"{name}.json"
 
@@ -100,9 +138,15 @@ def read_state(artifacts: Path, name: str) -> dict | None:
         return None
     state = json.loads(path.read_text(encoding="utf-8"))
     if not _alive(int(state["pid"])):
+        _remove_container(state)  # its engine client died; the container may still run
         path.unlink(missing_ok=True)
         return None
     return state
+
+
+def _remove_container(state: dict) -> None:
+    if state.get("container_remove"):
+        subprocess.run(state["container_remove"], capture_output=True, timeout=60)
 
 
 def start_service(
@@ -113,8 +157,13 @@ def start_service(
     port: int | None = None,
     environ: Mapping[str, str] | None = None,
     wait_seconds: float = 120.0,
+    where: str = "host",
 ) -> dict:
-    """Start the service in the background (or find it running); returns its state."""
+    """Start the service in the background (or find it running); returns its state.
+
+    ``where``: ``host``, ``container`` (DOCKER_IMAGE_NAME through CONTAINER_ENGINE) or
+    ``auto`` (the container when the engine and image are there, else the host, saying so).
+    """
     environ = dict(os.environ if environ is None else environ)
     running = read_state(artifacts, name)
     if running is not None:
@@ -127,7 +176,7 @@ def start_service(
             f"port {port} is already in use; pick another with --port or {DEFAULT_PORTS[name][0]}"
         )
     artifacts.mkdir(parents=True, exist_ok=True)
-    launch = service_command(name, host, port, root, artifacts, environ.get("JUPYTER_TOKEN"))
+    launch, container = choose_launch(name, host, port, root, artifacts, environ, where)
     log_path = state_file(artifacts, name).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -141,6 +190,8 @@ def start_service(
             start_new_session=True,  # its own process group, so --stop ends all of it
         )
     state = {"name": name, "pid": process.pid, "host": host, "port": port, "url": launch.url}
+    if container:
+        state["container"], state["container_remove"] = container
     path = state_file(artifacts, name)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(state), encoding="utf-8")
@@ -181,6 +232,7 @@ def stop_service(name: str, artifacts: Path, wait_seconds: float = 20.0) -> bool
         time.sleep(0.2)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
+    _remove_container(state)
     state_file(artifacts, name).unlink(missing_ok=True)
     return True
 
@@ -195,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=None, help="default: JUPYTER_HOST_PORT / TENSORBOARD_HOST_PORT"
     )
     parser.add_argument("--stop", action="store_true", help="stop the running service")
+    parser.add_argument(
+        "--where",
+        choices=("auto", "container", "host"),
+        default="auto",
+        help="auto (default): in DOCKER_IMAGE_NAME when CONTAINER_ENGINE and the image are "
+        "there, else on the host",
+    )
     arguments = parser.parse_args(argv)
     root = Path(os.environ.get("SPEECHBED_ROOT") or Path.cwd()).resolve()
     artifacts = Path(os.environ.get("ARTIFACTS_DIRECTORY") or root / "storage" / "artifacts")
@@ -203,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop_service(arguments.name, artifacts)
             print(f"{arguments.name}: {'stopped' if stopped else 'was not running'}")
             return 0
-        state = start_service(arguments.name, artifacts, root, arguments.host, arguments.port)
+        state = start_service(
+            arguments.name, artifacts, root, arguments.host, arguments.port,
+            where=arguments.where,
+        )  # fmt: skip
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -249,12 +249,14 @@ def run_command(
     command: Sequence[str],
     gpu_flags: Sequence[str] = (),
     ports: Sequence[tuple[int, int]] = (),
+    publish_address: str = "127.0.0.1",
     interactive: bool = False,
     labels: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``ENGINE run ...`` for ``command`` in ``/workspace``; variables named, values not.
 
-    ``ports`` are (host, container) pairs published on the host's loopback only.
+    ``ports`` are (host, container) pairs published on ``publish_address`` (loopback unless
+    a person asks for more).
     """
     argv = [*engine_prefix(settings), "run", "--rm", "--init", "--name", name]
     if interactive:
@@ -272,7 +274,7 @@ def run_command(
     for variable in sorted(env_names):
         argv += ["--env", variable]
     for host, inside in ports:
-        argv += ["--publish", f"127.0.0.1:{host}:{inside}"]
+        argv += ["--publish", f"{publish_address}:{host}:{inside}"]
     argv += list(gpu_flags)
     if settings.rootfs is not None:
         # podman: options come before --rootfs; ":O" overlays it so the host stays untouched.
@@ -365,6 +367,21 @@ def job_invocation(
     return ContainerInvocation(argv=argv, env={**base_env, **env}, name=name)
 
 
+def remove_container(name: str, environ: Mapping[str, str]) -> None:
+    """Force-remove container ``name`` if it is still there; never raises."""
+    try:
+        settings = ContainerSettings.from_environment(environ)
+        subprocess.run(
+            remove_command(settings, name),
+            env=dict(environ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired, UserInputError):
+        pass  # nothing to remove, or no engine: the caller goes on either way
+
+
 def _name_in(argv: Sequence[str]) -> str | None:
     for index, item in enumerate(argv[:-1]):
         if item == "--name":
@@ -418,19 +435,8 @@ class ContainerExecutor(Executor):
 
     def cleanup(self, job: PlannedJob, launch: Launch) -> None:
         name = _name_in(launch.argv)
-        if name is None:
-            return
-        settings = self._settings(launch.env)
-        try:
-            subprocess.run(
-                remove_command(settings, name),
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=60,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            pass  # nothing to remove, or the engine is gone; the scheduler goes on either way
+        if name is not None:
+            remove_container(name, launch.env)
 
 
 # --------------------------------------------------------------------------- command line
@@ -443,6 +449,7 @@ def _interactive_invocation(
     command: Sequence[str],
     devices: Sequence[int],
     ports: Sequence[tuple[int, int]] = (),
+    publish_address: str = "127.0.0.1",
     extra_env: Sequence[str] = (),
     label: str = "interactive",
 ) -> ContainerInvocation:
@@ -459,41 +466,50 @@ def _interactive_invocation(
         command=command,
         gpu_flags=gpu_flags,
         ports=ports,
+        publish_address=publish_address,
         interactive=not ports,
         labels={"speechbed.job": label},
     )
     return ContainerInvocation(argv=argv, env={**environ, **env}, name=name)
 
 
-def service_invocation(service: str, root: Path, environ: Mapping[str, str]) -> ContainerInvocation:
-    """JupyterLab or TensorBoard in the image, published on JUPYTER_/TENSORBOARD_HOST_PORT."""
+def service_invocation(
+    service: str,
+    root: Path,
+    environ: Mapping[str, str],
+    host_port: int,
+    host_address: str = "127.0.0.1",
+    jupyter_token: str | None = None,
+) -> ContainerInvocation:
+    """JupyterLab or TensorBoard in the image, published on ``host_address:host_port``.
+
+    Called by ``speechbed.services``; the token travels as ``JUPYTER_TOKEN`` (not in argv).
+    """
     settings = ContainerSettings.from_environment(environ)
+    extra_env: list[str] = []
     if service == "jupyter":
-        port = int(environ.get("JUPYTER_HOST_PORT") or JUPYTER_PORT)
+        inside = JUPYTER_PORT
         command = [
-            settings.python,
-            "-m",
-            "jupyterlab",
-            "--ip=0.0.0.0",
-            f"--port={JUPYTER_PORT}",
-            "--no-browser",
-            f"--ServerApp.root_dir={WORKSPACE}",
-        ]
-        ports = [(port, JUPYTER_PORT)]
+            settings.python, "-m", "jupyterlab", "--ip=0.0.0.0", f"--port={inside}",
+            "--port-retries=0", "--no-browser", f"--ServerApp.root_dir={WORKSPACE}",
+        ]  # fmt: skip
+        if settings.user.split(":")[0] == "0":
+            command.append("--allow-root")  # jupyter refuses root unless told
+        if jupyter_token:
+            environ = {**environ, "JUPYTER_TOKEN": jupyter_token}
+            extra_env.append("JUPYTER_TOKEN")
     elif service == "tensorboard":
-        port = int(environ.get("TENSORBOARD_HOST_PORT") or TENSORBOARD_PORT)
+        inside = TENSORBOARD_PORT
         command = [
-            settings.python,
-            "-m",
-            "tensorboard.main",
-            "--bind_all",
-            f"--port={TENSORBOARD_PORT}",
-            f"--logdir={STORAGE_PATHS['ARTIFACTS_DIRECTORY']}",
-        ]
-        ports = [(port, TENSORBOARD_PORT)]
+            settings.python, "-m", "tensorboard.main", "--bind_all", f"--port={inside}",
+            f"--logdir={STORAGE_PATHS['ARTIFACTS_DIRECTORY']}", "--reload_interval=15",
+        ]  # fmt: skip
     else:
         raise UserInputError(f"unknown service {service!r}; use jupyter or tensorboard")
-    return _interactive_invocation(settings, root, environ, command, [], ports=ports, label=service)
+    return _interactive_invocation(
+        settings, root, environ, command, [], ports=[(host_port, inside)],
+        publish_address=host_address, extra_env=extra_env, label=service,
+    )  # fmt: skip
 
 
 def container_available(environ: Mapping[str, str]) -> str | None:
@@ -514,7 +530,7 @@ def container_available(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _run_foreground(invocation: ContainerInvocation, settings: ContainerSettings) -> int:
+def _run_foreground(invocation: ContainerInvocation) -> int:
     process = subprocess.Popen(invocation.argv, env=invocation.env)
     try:
         return process.wait()
@@ -522,12 +538,7 @@ def _run_foreground(invocation: ContainerInvocation, settings: ContainerSettings
         process.terminate()
         return process.wait()
     finally:
-        subprocess.run(
-            remove_command(settings, invocation.name),
-            env=invocation.env,
-            capture_output=True,
-            timeout=60,
-        )
+        remove_container(invocation.name, invocation.env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,7 +609,7 @@ def _run_interactive(
         )
         for mount in storage_mounts(root, environ)[1:]:
             mount.host.mkdir(parents=True, exist_ok=True)
-        return _run_foreground(invocation, settings)
+        return _run_foreground(invocation)
     finally:
         leases.release_all()
 
