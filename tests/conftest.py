@@ -14,7 +14,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 # A step script that needs nothing from speechbed (so it starts fast). It appends JSON lines
 # {"event": "start"|"end", "name", "devices", "time", "pid", "cwd"} to --record, then waits
-# for --sleep seconds and, with --wait-for FILE, until FILE exists; exits with --exit.
+# for --sleep seconds, with --wait-for FILE until FILE exists, and with --wait-for-starts N
+# until N jobs have recorded a start (a rendezvous that proves jobs ran at the same time,
+# however slow the machine; exit 9 after 30 s without it); exits with --exit.
 RECORDING_JOB = """\
 import argparse, json, os, sys, time
 parser = argparse.ArgumentParser()
@@ -23,6 +25,7 @@ parser.add_argument("--record", required=True)
 parser.add_argument("--sleep", type=float, default=0.0)
 parser.add_argument("--wait-for")
 parser.add_argument("--exit", type=int, default=0)
+parser.add_argument("--wait-for-starts", type=int, default=0)
 parser.add_argument("--label", default="")
 arguments = parser.parse_args()
 def record(event):
@@ -36,6 +39,11 @@ print("job says hello", flush=True)
 time.sleep(arguments.sleep)
 while arguments.wait_for and not os.path.exists(arguments.wait_for):
     time.sleep(0.02)
+deadline = time.time() + 30
+while open(arguments.record).read().count('"event": "start"') < arguments.wait_for_starts:
+    if time.time() > deadline:
+        sys.exit(9)
+    time.sleep(0.01)
 record("end")
 sys.exit(arguments.exit)
 """

@@ -33,7 +33,7 @@ def step(record: Path, name: str, **options: object) -> dict[str, object]:
     """
     options.setdefault("label", name)
     args = ["--record", str(record)]
-    for flag in ("sleep", "exit", "wait_for", "label"):
+    for flag in ("sleep", "exit", "wait_for", "wait_for_starts", "label"):
         if flag in options:
             args += [f"--{flag.replace('_', '-')}", str(options.pop(flag))]
     return {"script": "record_job.py", "config": "job.yml", "name": name, "args": args, **options}
@@ -67,8 +67,8 @@ def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def test_barrier_orders_jobs_by_recorded_timestamps(tmp_path, testbed_env, recording_job):
     record = tmp_path / "events.jsonl"
     steps = [
-        step(record, "a", sleep=0.3),
-        step(record, "b", sleep=0.3),
+        step(record, "a", wait_for_starts=2),
+        step(record, "b", wait_for_starts=2),
         step(record, "barrier", sleep=0.1, blocking=True),
         step(record, "c", sleep=0.1),
         step(record, "d", sleep=0.1),
@@ -81,14 +81,17 @@ def test_barrier_orders_jobs_by_recorded_timestamps(tmp_path, testbed_env, recor
     assert events["barrier"]["start"]["time"] >= before
     for name in ("c", "d"):
         assert events[name]["start"]["time"] >= events["barrier"]["end"]["time"]
-    # a and b ran at the same time (num_jobs=4), which is what makes the barrier matter.
+    # a and b ran at the same time (their rendezvous), which is what makes the barrier matter.
     span = lambda name: (events[name]["start"]["time"], events[name]["end"]["time"])  # noqa: E731
     assert intervals_overlap(span("a"), span("b"))
 
 
 def test_gpus_are_exclusive_and_never_idle(tmp_path, testbed_env, recording_job):
     record = tmp_path / "events.jsonl"
-    steps = [step(record, f"j{index}", sleep=0.4, num_gpus=1) for index in range(6)]
+    # The first two meet (rendezvous): with two GPUs, two jobs must run at once.
+    steps = [
+        step(record, f"j{index}", sleep=0.2, num_gpus=1, wait_for_starts=2) for index in range(6)
+    ]
     code, output = run(
         testbed_env, write_pipeline(tmp_path / "p.yml", steps, num_jobs=6), "--gpus", "7,9"
     )
@@ -309,7 +312,7 @@ def test_second_signal_kills_a_job_that_ignores_sigterm(tmp_path, testbed_env, s
 def test_a_small_job_uses_a_free_gpu_while_a_bigger_one_waits(tmp_path, testbed_env, recording_job):
     record = tmp_path / "events.jsonl"
     steps = [
-        step(record, "one_gpu", sleep=0.6, num_gpus=1),
+        step(record, "one_gpu", num_gpus=1, wait_for_starts=2),  # ends only once 'small' started
         step(record, "two_gpus", num_gpus=2),
         step(record, "small", num_gpus=1),
     ]
