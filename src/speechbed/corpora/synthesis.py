@@ -28,10 +28,12 @@ eSpeak's phonemes through the text position each event carries.
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -181,6 +183,7 @@ class _Event(ctypes.Structure):
     ]
 
 
+_C_LIBRARY = ctypes.CDLL(None)
 _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
@@ -194,7 +197,14 @@ _PHONEME_SEPARATOR = ord("|") << 8  # espeak_TextToPhonemes: mnemonics separated
 
 
 class Espeak:
-    """The eSpeak NG library, initialised once per process (it keeps global state)."""
+    """The eSpeak NG library, loaded afresh for every utterance.
+
+    eSpeak keeps state between utterances in static variables (pitch flutter and the phase
+    of the glottal wave), so the same text spoken twice in one process differs by a few
+    samples, and it seeds its noise generator from the clock. Unloading the library (dlclose),
+    loading it again and seeding the noise makes every utterance a function of its text and
+    voice alone (reloading costs about 5 ms).
+    """
 
     _instance: Espeak | None = None
     _lock = threading.RLock()
@@ -202,25 +212,39 @@ class Espeak:
     def __init__(self) -> None:
         import espeakng_loader
 
-        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.library.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
-        self.library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.library.espeak_TextToPhonemes.restype = ctypes.c_char_p
-        self.library.espeak_TextToPhonemes.argtypes = [
-            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
-        ]  # fmt: skip
+        self.library_path = espeakng_loader.get_library_path()
+        self.data_path = Path(espeakng_loader.get_data_path())
+        self.library: ctypes.CDLL | None = None
         self._counts: dict[tuple[str, str], int] = {}
-        data_path = espeakng_loader.get_data_path().encode()
-        rate = self.library.espeak_Initialize(_SYNCHRONOUS, 0, data_path, _PHONEME_EVENTS)
-        if rate != ESPEAK_RATE:
-            raise RuntimeError(f"eSpeak NG initialisation returned {rate}, expected {ESPEAK_RATE}")
         self._chunks: list[np.ndarray] = []
         self._events: list[PhonemeEvent] = []
         self._callback = _CALLBACK(self._receive)  # kept referenced for the library's lifetime
-        self.library.espeak_SetSynthCallback(self._callback)
+        self._load()
+
+    def _load(self) -> ctypes.CDLL:
+        """Unload the library if loaded, then load and initialise it with fresh state."""
+        if self.library is not None:
+            self.library.espeak_Terminate()
+            _ctypes.dlclose(self.library._handle)
+            self.library = None
+        library = ctypes.CDLL(self.library_path)
+        library.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        library.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        library.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
+        ]  # fmt: skip
+        rate = library.espeak_Initialize(
+            _SYNCHRONOUS, 0, str(self.data_path).encode(), _PHONEME_EVENTS
+        )
+        if rate != ESPEAK_RATE:
+            raise RuntimeError(f"eSpeak NG initialisation returned {rate}, expected {ESPEAK_RATE}")
+        library.espeak_SetSynthCallback(self._callback)
+        self.library = library
+        return library
 
     @classmethod
     def get(cls) -> Espeak:
@@ -246,13 +270,14 @@ class Espeak:
         key = (accent.espeak_voice, word)
         if key not in self._counts:
             with self._lock:
-                self.library.espeak_SetVoiceByName(accent.espeak_voice.encode())
+                library = self.library or self._load()
+                library.espeak_SetVoiceByName(accent.espeak_voice.encode())
                 buffer = ctypes.create_string_buffer(word.encode("utf-8"))
                 pointer = ctypes.c_void_p(ctypes.addressof(buffer))
                 phonemes = b""
                 while pointer.value:
                     phonemes += (
-                        self.library.espeak_TextToPhonemes(
+                        library.espeak_TextToPhonemes(
                             ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR
                         )
                         + b"|"
@@ -265,18 +290,26 @@ class Espeak:
 
     def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[PhonemeEvent]]:
         """Speak ``text``: int16 samples at 22050 Hz and the phoneme events."""
+        # eSpeak quietly ignores an unknown variant, so look for its file ourselves
+        if not (self.data_path / "voices" / "!v" / voice.variant).is_file():
+            raise ValueError(f"eSpeak NG has no voice variant {voice.variant!r} (voices/!v)")
         with self._lock:
-            if self.library.espeak_SetVoiceByName(voice.espeak_name.encode()) != 0:
+            library = self._load()
+            # breath noise: eSpeak's own generator (seeded from the clock at initialisation),
+            # or the C library's rand() in older eSpeak builds
+            library.espeak_ng_SetRandSeed(ctypes.c_long(0))
+            _C_LIBRARY.srand(0)
+            if library.espeak_SetVoiceByName(voice.espeak_name.encode()) != 0:
                 raise ValueError(f"eSpeak NG has no voice {voice.espeak_name!r}")
             for parameter, value in (
                 (_PARAMETER_RATE, voice.rate),
                 (_PARAMETER_PITCH, voice.pitch),
                 (_PARAMETER_RANGE, voice.pitch_range),
             ):
-                self.library.espeak_SetParameter(parameter, value, 0)
+                library.espeak_SetParameter(parameter, value, 0)
             self._chunks, self._events = [], []
             encoded = text.encode("utf-8")
-            status = self.library.espeak_Synth(
+            status = library.espeak_Synth(
                 encoded, len(encoded) + 1, 0, 0, 0, _CHARS_UTF8, None, None
             )
             if status != 0:
@@ -445,6 +478,8 @@ def align(
     ``phoneme_count(word)`` says how many eSpeak phonemes a word has on its own; it divides
     phrases that eSpeak speaks as one word (``in the``) between their words.
     """
+    if min(padding) < 1:
+        raise ValueError(f"padding must be at least one sample at each end (h#), got {padding}")
     pieces = _split_labels(_cut_closures(_pieces(events, len(audio), accent, text), audio))
     while pieces and pieces[0].is_pause:
         pieces.pop(0)

@@ -8,8 +8,8 @@ SX or SI prompt) and three SI prompts of their own. Dev and core-test speakers c
 of the standard lists (core-test speakers in their real dialect regions; dev speakers spread
 over DR1..DR8), so the standard partitioning applies unchanged. Training speakers get
 invented ids in the same scheme. A speaker's voice (accent of their dialect region, voice
-variant of their gender, rate, pitch, level, background noise) depends only on the seed and
-their id, so a speaker sounds the same at every scale.
+variant of their gender, rate, pitch, level, background noise) depends only on the seed,
+their id and their region, so dev and core-test speakers sound the same at every scale.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _speaker_rng(seed: int, key: str) -> np.random.Generator:
 
 
 def make_voice(seed: int, speaker_id: str, dialect: str) -> Voice:
-    """The voice of a speaker: a function of the seed and the id only."""
+    """The voice of a speaker: a function of the seed, the id and the region only."""
     rng = _speaker_rng(seed, speaker_id)
     male = speaker_id.startswith("m")
     variants = MALE_VARIANTS if male else FEMALE_VARIANTS
