@@ -255,3 +255,71 @@ def test_greedy_transcripts_and_per_do_not_depend_on_batch_size():
     hypotheses, references = one_by_one
     assert phone_error_counts(references, hypotheses) == phone_error_counts(*reversed(in_pairs))
     assert math.isfinite(phone_error_counts(references, hypotheses).error_rate)
+
+
+# --------------------------------------------------------------------------- evaluate.py
+
+
+def test_evaluate_script_writes_trn_files_and_results(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from speechbed.features.cache import FeatureStoreWriter
+    from speechbed.training.config import RunConfig
+    from speechbed.training.loop import train_run
+
+    generator = np.random.default_rng(0)
+    cache = tmp_path / "cache"
+    for partition, count in (("train", 4), ("dev", 3), ("test", 2)):
+        lengths = generator.integers(6, 15, size=count).tolist()
+        with FeatureStoreWriter(
+            cache / f"{partition}.zarr",
+            [f"{partition}{i}" for i in range(count)],
+            lengths,
+            3,
+            [generator.integers(0, 48, size=3).tolist() for _ in range(count)],
+            {},
+        ) as writer:
+            writer.write(0, [generator.normal(size=(n, 3)).astype(np.float32) for n in lengths])
+            writer.commit()
+    config = {
+        "info": {"name": "e", "run_dir": str(tmp_path / "run")},
+        "data": {"cache_directory": str(cache), "batch_size": 2},
+        "model": {"window_size": 3, "window_stride": 1, "convolutional_layers": 1,
+                  "convolutional_initial_channels": 2, "recurrent_size": 4, "recurrent_layers": 1},
+        "training": {"num_epochs": 1},
+        "evaluation": {"beam_width": 3, "batch_size": 2},
+    }  # fmt: skip
+    train_run(RunConfig.model_validate(config), progress=False)
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(config))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+    subprocess.run([sys.executable, str(script), "-y", str(path)], check=True, capture_output=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["epoch"] == 1 and results["beam_width"] == 3
+    for role, count in (("dev", 3), ("test", 2)):
+        assert results[role]["utterances"] == count
+        hypotheses = (tmp_path / "run" / f"{role}.hyp.trn").read_text().splitlines()
+        references = (tmp_path / "run" / f"{role}.ref.trn").read_text().splitlines()
+        assert [line.rsplit(" ", 1)[-1] for line in references] == [
+            f"({role}{i})" for i in range(count)
+        ]
+        assert len(hypotheses) == count
+        # recount from the trn files with the independent library
+        pairs = [
+            (ref.rsplit(" ", 1)[0].split(), hyp.rsplit(" ", 1)[0].split())
+            for ref, hyp in zip(references, hypotheses, strict=True)
+        ]
+        errors = sum(editdistance.eval(r, h) for r, h in pairs)
+        phones = sum(len(r) for r, _ in pairs)
+        assert results[role]["errors"] == errors
+        assert results[role]["reference_phones"] == phones == 3 * count
+        assert results[f"{role}_per"] == pytest.approx(errors / phones)
+    again = subprocess.run(
+        [sys.executable, str(script), "-y", str(path)], check=True, capture_output=True, text=True
+    )
+    assert "up to date; skipped" in again.stdout
