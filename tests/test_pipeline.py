@@ -382,3 +382,36 @@ def test_help_describes_the_pipeline_schema():
     assert result.returncode == 0
     for text in ("--gpus", "--dry-run", "--keep-going", "num_jobs", "blocking", "run_in"):
         assert text in result.stdout
+
+
+def test_gpus_from_nvidia_smi_when_nothing_else_is_set(tmp_path, monkeypatch):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'GPU 0: NVIDIA H100 (UUID: GPU-aaaa)'\n"
+        "echo 'GPU 1: NVIDIA H100 (UUID: GPU-bbbb)'\n"
+        "echo '  MIG 1g.10gb Device 0: (UUID: MIG-cccc)'\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    assert discover_gpus(None, {}) == ([0, 1], "nvidia-smi -L")
+    fake.write_text("#!/bin/sh\nexit 9\n")
+    assert discover_gpus(None, {}) == ([], "none found")
+
+
+def test_progress_bar_output_shows_final_state_of_each_line(tmp_path, testbed_env):
+    (tmp_path / "bar.py").write_text(
+        "import sys\n"
+        "sys.stdout.write('step 1/3\\rstep 2/3\\rstep 3/3\\n')\n"
+        "sys.stdout.write('no newline at the end')\n"
+    )
+    (tmp_path / "job.yml").write_text("x: 1\n")
+    pipeline = write_pipeline(tmp_path / "p.yml", [{"script": "bar.py", "config": "job.yml"}])
+    code, output = run(testbed_env, pipeline)
+    assert code == 0, output
+    assert "[job] step 3/3\n" in output and "step 1/3" not in output
+    assert "[job] no newline at the end\n" in output
+    log = (tmp_path / "artifacts/logs/p/job.log").read_bytes().decode()
+    assert "step 1/3\rstep 2/3\rstep 3/3\nno newline at the end" in log  # the log keeps it all

@@ -69,6 +69,9 @@ def main(
     stream: TextIO | None = None,
 ) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.kill_grace < 0:
+        print("error: --kill-grace must be 0 or more seconds", file=sys.stderr)
+        return 2
     environ = dict(os.environ if environ is None else environ)
     display = PipelineDisplay(stream)
     try:
@@ -110,6 +113,9 @@ def main(
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while planning, before any job started
+        print("interrupted before any job started", file=sys.stderr)
+        return 130
     display.summary(pipeline.name, records)
     code = exit_code(records, scheduler.interrupted_by)
     if code:

@@ -37,6 +37,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from speechbed.errors import UserInputError
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.executors import Executor, Launch
 from speechbed.pipeline.leases import GpuLeases
@@ -45,6 +46,8 @@ from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.state import JobState
 
 FOREIGN_LEASE_POLL_SECONDS = 0.2
+NO_PIDFD_POLL_SECONDS = 0.05  # only where os.pidfd_open is missing (not Linux)
+PARTIAL_LINE_LIMIT = 8192  # a line longer than this is shown in pieces
 _PR_SET_PDEATHSIG = 1
 
 
@@ -152,7 +155,12 @@ class Scheduler:
     def run(self) -> list[JobRecord]:
         self.state.prepare()
         for folder in {record.job.log_path.parent for record in self.records}:
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserInputError(
+                    f"cannot create the log folder {folder} ({error}); check ARTIFACTS_DIRECTORY"
+                ) from None
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)
         wake_write.setblocking(False)
@@ -196,12 +204,13 @@ class Scheduler:
         now = time.monotonic()
         if self._kill_deadline is not None:
             timeout = max(0.0, self._kill_deadline - now)
+        polls = []
         if self._waiting_on_foreign_lease and self.interrupted_by is None:
-            timeout = (
-                FOREIGN_LEASE_POLL_SECONDS
-                if timeout is None
-                else min(timeout, FOREIGN_LEASE_POLL_SECONDS)
-            )
+            polls.append(FOREIGN_LEASE_POLL_SECONDS)
+        if any(running.pidfd is None for running in self._running.values()):
+            polls.append(NO_PIDFD_POLL_SECONDS)
+        if polls:
+            timeout = min(polls) if timeout is None else min(timeout, *polls)
         for key, _ in self._selector.select(timeout):
             kind, running = key.data
             if kind == "signal":
@@ -339,13 +348,16 @@ class Scheduler:
             os.write(running.log, chunk)
             lines = (running.partial + chunk).split(b"\n")
             running.partial = lines.pop()
+            if len(running.partial) > PARTIAL_LINE_LIMIT:
+                lines.append(running.partial)
+                running.partial = b""
             for line in lines:
-                self.display.job_output(
-                    running.record, line.decode("utf-8", "replace").rstrip("\r")
-                )
-        if running.partial:
-            self.display.job_output(running.record, running.partial.decode("utf-8", "replace"))
-            running.partial = b""
+                self._show_line(running.record, line)
+
+    def _show_line(self, record: JobRecord, line: bytes) -> None:
+        # A progress bar rewrites its line with \r: show what a terminal would end up showing.
+        shown = line.rstrip(b"\r").rsplit(b"\r", 1)[-1]
+        self.display.job_output(record, shown.decode("utf-8", "replace"))
 
     def _close_pipe(self, running: _Running) -> None:
         if running.pipe_open:
@@ -361,6 +373,9 @@ class Scheduler:
             os.killpg(process.pid, signal.SIGKILL)
         returncode = process.wait()
         self._read_output(running)
+        if running.partial:  # the last line had no newline
+            self._show_line(running.record, running.partial)
+            running.partial = b""
         self._close_pipe(running)
         if running.pidfd is not None:
             self._selector.unregister(running.pidfd)
@@ -375,18 +390,19 @@ class Scheduler:
         if self.interrupted_by is not None and returncode != 0:
             self._finish(record, JobStatus.INTERRUPTED, record.note or "terminated")
         elif returncode == 0:
-            self.state.record_success(
-                record.job.key,
-                {
-                    "pipeline": record.job.pipeline,
-                    "name": record.job.name,
-                    "script": str(record.job.script),
-                    "config": str(record.job.config),
-                    "seconds": round(record.seconds, 3),
-                },
-            )
-            record.note = ""
-            self._finish(record, JobStatus.DONE)
+            details = {
+                "pipeline": record.job.pipeline,
+                "name": record.job.name,
+                "script": str(record.job.script),
+                "config": str(record.job.config),
+                "seconds": round(record.seconds, 3),
+            }
+            try:
+                self.state.record_success(record.job.key, details)
+            except OSError as error:  # the work is done; only the next run will redo it
+                self._finish(record, JobStatus.DONE, f"success not recorded: {error}")
+            else:
+                self._finish(record, JobStatus.DONE)
         else:
             reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             self._finish(record, JobStatus.FAILED, reason)
