@@ -197,6 +197,9 @@ def test_columns_times_weight_equal_the_ops():
 # --- gradients ---------------------------------------------------------------------------
 
 GRID = list(itertools.product((1, 2, 3), (1, 2, 3), (0, 1, 3), (0, 2)))
+# The whole grid is checked in gradcheck's fast mode (a random projection of the Jacobian,
+# which a wrong gradient fails too); these combinations get the full Jacobian comparison.
+FULL_CHECKS = {(1, 1, 0, 0), (2, 1, 1, 2), (1, 3, 3, 0), (3, 2, 1, 2)}
 
 
 def second_axis(value: int, choices: tuple[int, ...]) -> int:
@@ -217,7 +220,12 @@ def test_gradcheck_mcorr1d(path, with_bias):
         def op(*tensors, s=s, d=d, p=p, r=r):
             return mcorr1d(*tensors, s=s, d=d, p=p, r=r, path=path)
 
-        assert torch.autograd.gradcheck(op, inputs), (s, d, p, r)
+        assert torch.autograd.gradcheck(op, inputs, fast_mode=(s, d, p, r) not in FULL_CHECKS), (
+            s,
+            d,
+            p,
+            r,
+        )
 
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
@@ -236,7 +244,12 @@ def test_gradcheck_mcorrlcorr(path, with_bias):
         def op(*tensors, s=s, d=d, p=p, r=r):
             return mcorrlcorr(*tensors, s=s, d=d, p=p, r=r, path=path)
 
-        assert torch.autograd.gradcheck(op, inputs), (s, d, p, r)
+        assert torch.autograd.gradcheck(op, inputs, fast_mode=(s, d, p, r) not in FULL_CHECKS), (
+            s,
+            d,
+            p,
+            r,
+        )
 
 
 def test_gradcheck_snd2col_and_spec2col():
