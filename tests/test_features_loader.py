@@ -56,6 +56,12 @@ def test_round_trip_ids_frames_tokens_and_attributes(store):
         np.testing.assert_array_equal(cache.tokens(index), tokens[index])
         assert cache.tokens(index).dtype == np.int32
     np.testing.assert_array_equal(cache.all_feats(), np.concatenate(feats))
+    picked = [5, 4, 0, 22, 5]  # out of order, an empty one, a repeat
+    for index, block in zip(picked, cache.feats_many(picked), strict=True):
+        np.testing.assert_array_equal(block, feats[index])
+    in_memory = FeatureCache(path, in_memory=True)
+    for index in (0, 4, 22):
+        np.testing.assert_array_equal(in_memory.feats(index), feats[index])
     assert cache.settings == {"kind": "test"}
     assert cache.attributes["manifest_hash"] == "m"
     assert cache.index_of(ids[3]) == 3

@@ -138,10 +138,12 @@ class FeatureCache:
     """Reads one store: ids, frame counts and tokens up front; frames on demand.
 
     Picklable and safe with DataLoader workers: the frames array is opened lazily in each
-    process that reads it.
+    process that reads it. With ``in_memory=True`` every frame is read once, in one bulk read
+    (the fastest way through an epoch when the partition fits in memory; workers forked
+    afterwards share the pages).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, in_memory: bool = False) -> None:
         self.path = Path(path)
         try:
             group = zarr.open_group(self.path, mode="r")
@@ -161,6 +163,7 @@ class FeatureCache:
         self._index = {utt_id: index for index, utt_id in enumerate(self.ids)}
         self._feats: zarr.Array | None = None
         self._opened_in: int | None = None
+        self._in_memory: np.ndarray | None = group["feats"][:] if in_memory else None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -196,10 +199,26 @@ class FeatureCache:
     def feats(self, index: int) -> np.ndarray:
         """Frames of utterance ``index``: float32 (frames, dims)."""
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        if self._in_memory is not None:
+            return self._in_memory[start:end]
         return self._frames_array()[start:end]
+
+    def feats_many(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Frames of several utterances, fetched in one read of the store."""
+        if self._in_memory is not None or len(indices) < 2:
+            return [self.feats(index) for index in indices]
+        starts = self.offsets[np.asarray(indices)]
+        counts = self.offsets[np.asarray(indices) + 1] - starts
+        if counts.sum() == 0:
+            return [np.zeros((0, self.num_features), np.float32) for _ in indices]
+        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
+        frames = self._frames_array().get_orthogonal_selection((rows, slice(None)))
+        return np.split(frames, np.cumsum(counts)[:-1])
 
     def all_feats(self) -> np.ndarray:
         """Every frame of the store in one read: float32 (total frames, dims)."""
+        if self._in_memory is not None:
+            return self._in_memory
         return self._frames_array()[:]
 
     def tokens(self, index: int) -> np.ndarray:

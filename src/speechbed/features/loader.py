@@ -38,8 +38,11 @@ class PaddedBatch(NamedTuple):
 class CachedUtterances(Dataset):
     """Utterances of one feature cache; item i is ``CachedUtterance(id, feats, tokens)``."""
 
-    def __init__(self, cache: FeatureCache | str | Path) -> None:
-        self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+    def __init__(self, cache: FeatureCache | str | Path, in_memory: bool = False) -> None:
+        if isinstance(cache, FeatureCache):
+            self.cache = cache
+        else:
+            self.cache = FeatureCache(cache, in_memory=in_memory)
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -49,12 +52,22 @@ class CachedUtterances(Dataset):
         """Frames per utterance, for ``BucketBatchSampler``."""
         return self.cache.num_frames
 
-    def __getitem__(self, index: int) -> CachedUtterance:
+    def _item(self, index: int, feats: np.ndarray) -> CachedUtterance:
         return CachedUtterance(
             self.cache.ids[index],
-            torch.from_numpy(np.ascontiguousarray(self.cache.feats(index))),
+            torch.from_numpy(np.ascontiguousarray(feats)),
             torch.from_numpy(self.cache.tokens(index).astype(np.int64)),
         )
+
+    def __getitem__(self, index: int) -> CachedUtterance:
+        return self._item(index, self.cache.feats(index))
+
+    def __getitems__(self, indices: list[int]) -> list[CachedUtterance]:
+        """A whole batch in one read (DataLoader calls this when batches are sampled)."""
+        return [
+            self._item(index, feats)
+            for index, feats in zip(indices, self.cache.feats_many(indices), strict=True)
+        ]
 
 
 def collate_padded(batch: Sequence[CachedUtterance]) -> PaddedBatch:

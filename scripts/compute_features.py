@@ -1,0 +1,70 @@
+"""Computes a feature cache (fbank-81-10ms, sigbank-41-2ms, raw, or explicit settings) per partition.
+
+Reads the manifests written by scripts/prep_timit.py (``input_path``) and writes one zarr v3
+store per partition, ``<output_path>/<partition>.zarr`` (layout in speechbed.features.cache).
+A store whose feature settings and manifest are unchanged is skipped; ``--force`` redoes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+import torch
+from pydantic import Field
+
+from speechbed.features.build import build_feature_cache, manifest_partitions
+from speechbed.features.settings import NAMED_FEATURES, FeatureSettings
+from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+
+
+class ComputeFeaturesJob(JobSchema):
+    input_path: Path = Field(description="manifest folder (written by scripts/prep_timit.py)")
+    output_path: Path = Field(description="folder that receives <partition>.zarr")
+    feature: str | FeatureSettings = Field(
+        description=f"a feature name ({', '.join(NAMED_FEATURES)}) or explicit settings "
+        "with 'kind: fbank | sigbank | raw' (see speechbed.features.settings)"
+    )
+    partitions: list[str] | None = Field(
+        None, description="partitions to compute (default: every manifest in input_path)"
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the features are computed")
+    batch_size: int = Field(16, ge=1, description="utterances computed together")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: torch's choice)"
+    )
+
+    @pydantic.field_validator("feature")
+    @classmethod
+    def _known_name(cls, value: object) -> object:
+        if isinstance(value, str) and value not in NAMED_FEATURES:
+            raise ValueError(f"unknown feature name; known: {', '.join(NAMED_FEATURES)}")
+        return value
+
+
+def run(job: ComputeFeaturesJob, context: JobContext) -> None:
+    if job.num_threads is not None:
+        torch.set_num_threads(job.num_threads)
+    partitions = job.partitions or manifest_partitions(job.input_path)
+    for partition in partitions:
+        result = build_feature_cache(
+            job.input_path,
+            partition,
+            job.feature,
+            job.output_path,
+            device=job.device,
+            batch_size=job.batch_size,
+            force=context.force,
+        )
+        if result.skipped:
+            print(f"{partition}: {result.path} is up to date (same settings and manifest), skipped")
+        else:
+            print(
+                f"{partition}: {result.num_utterances} utterances, {result.num_frames} frames x "
+                f"{result.num_features} -> {result.path} ({result.seconds:.1f} s)"
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_jobs_cli(ComputeFeaturesJob, run, __doc__))
