@@ -241,6 +241,9 @@ def test_remove_and_build_commands() -> None:
         "--build-arg", "USER_ID=1000", "--build-arg", "GROUP_ID=1001", "--tag", "sb:dev",
         "--build-arg", "TORCH_CUDA_ARCH_LIST=9.0", "/src/sb",
     ]  # fmt: skip
+    assert build_command(podman, Path("/r"))[:6] == [
+        "podman", "--runtime", "/usr/sbin/runc", "build", "--format", "docker"
+    ]  # fmt: skip
 
 
 def test_job_invocation_maps_paths_and_keeps_secrets_out_of_argv(folders) -> None:

@@ -298,9 +298,12 @@ def image_exists_command(settings: ContainerSettings) -> list[str]:
 def build_command(settings: ContainerSettings, root: Path, extra: Sequence[str] = ()) -> list[str]:
     """``ENGINE build`` of docker/Dockerfile as DOCKER_IMAGE_NAME, owned by this user's ids."""
     user_id, _, group_id = settings.user.partition(":")
+    # podman's default OCI format drops the Dockerfile's SHELL; docker's format keeps it.
+    image_format = ["--format", "docker"] if settings.engine == "podman" else []
     return [
         *engine_prefix(settings),
         "build",
+        *image_format,
         "--file",
         str(Path(root) / "docker" / "Dockerfile"),
         "--build-arg",
