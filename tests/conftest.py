@@ -16,7 +16,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 # {"event": "start"|"end", "name", "devices", "time", "pid", "cwd"} to --record, then waits
 # for --sleep seconds, with --wait-for FILE until FILE exists, and with --wait-for-starts N
 # until N jobs have recorded a start (a rendezvous that proves jobs ran at the same time,
-# however slow the machine; exit 9 after 30 s without it); exits with --exit.
+# however slow the machine); exit 9 when a wait takes over 60 s; exits with --exit.
 RECORDING_JOB = """\
 import argparse, json, os, sys, time
 parser = argparse.ArgumentParser()
@@ -37,9 +37,11 @@ def record(event):
 record("start")
 print("job says hello", flush=True)
 time.sleep(arguments.sleep)
+deadline = time.time() + 60  # never outlive a failed test by long
 while arguments.wait_for and not os.path.exists(arguments.wait_for):
+    if time.time() > deadline:
+        sys.exit(9)
     time.sleep(0.02)
-deadline = time.time() + 30
 while open(arguments.record).read().count('"event": "start"') < arguments.wait_for_starts:
     if time.time() > deadline:
         sys.exit(9)

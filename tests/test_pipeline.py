@@ -238,7 +238,11 @@ def _wait_gone(pid: int) -> None:
     raise AssertionError(f"job process {pid} outlived its runner")
 
 
-def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job):
+@pytest.mark.parametrize("death_signal_by", ["setpriv", "prctl"])
+def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job, death_signal_by):
+    if death_signal_by == "prctl":  # no setpriv on PATH: the runner falls back to prctl
+        (tmp_path / "empty_bin").mkdir()
+        testbed_env["PATH"] = str(tmp_path / "empty_bin")
     record, gate = tmp_path / "events.jsonl", tmp_path / "gate"
     steps = [
         step(record, "first"),

@@ -19,7 +19,8 @@ Rules:
   starts.
 - When a job's main process exits, anything it left in its process group is killed,
   so no stray process keeps using a GPU whose lease was returned. On Linux, jobs also get
-  SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``).
+  SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``, set by ``setpriv`` when it
+  exists, which keeps process start cheap).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import ctypes
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from speechbed.errors import UserInputError
@@ -84,10 +86,31 @@ class _Running:
     pipe_open: bool = True
 
 
-def _death_signal_hook() -> object:
-    """A preexec function that asks Linux to SIGTERM the child when the runner dies."""
+@dataclass(frozen=True)
+class _DeathSignal:
+    """How a job is told to die with its runner: an argv prefix, or a preexec function."""
+
+    prefix: tuple[str, ...] = ()
+    preexec: Callable[[], None] | None = None
+
+
+def _death_signal() -> _DeathSignal:
+    """``setpriv --pdeathsig TERM --`` when available (it keeps subprocess's fast vfork
+    path), else a ``prctl`` preexec function (forces fork: ~5 ms more per job), else nothing."""
     if not sys.platform.startswith("linux"):
-        return None
+        return _DeathSignal()
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        probe = subprocess.run(
+            [setpriv, "--pdeathsig", "TERM", "--", "true"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return _DeathSignal(prefix=(setpriv, "--pdeathsig", "TERM", "--"))
+    return _DeathSignal(preexec=_death_signal_hook())
+
+
+def _death_signal_hook() -> Callable[[], None] | None:
+    """A preexec function that asks Linux to SIGTERM the child when the runner dies."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -136,7 +159,7 @@ class Scheduler:
         self._selector = selectors.DefaultSelector()
         self._kill_deadline: float | None = None
         self._waiting_on_foreign_lease = False
-        self._preexec = _death_signal_hook()
+        self._death_signal: _DeathSignal | None = None  # found when the first job starts
 
     @staticmethod
     def _segments(jobs: list[PlannedJob]) -> list[int]:
@@ -299,15 +322,17 @@ class Scheduler:
             log = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             header = f"$ {shlex.join(launch.argv)}\n# CUDA_VISIBLE_DEVICES={','.join(map(str, devices))} cwd={launch.cwd}\n"
             os.write(log, header.encode())
+            if self._death_signal is None:
+                self._death_signal = _death_signal()
             process = subprocess.Popen(
-                launch.argv,
+                [*self._death_signal.prefix, *launch.argv],
                 cwd=launch.cwd,
                 env=launch.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=self._preexec,  # type: ignore[arg-type]
+                process_group=0,  # its own group: terminal Ctrl-C goes to the runner only
+                preexec_fn=self._death_signal.preexec,
             )
         except Exception as error:  # the job cannot start: that is its failure, not the runner's
             if log >= 0:
