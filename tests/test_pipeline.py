@@ -113,22 +113,15 @@ def test_gpus_are_exclusive_and_never_idle(tmp_path, testbed_env, recording_job)
     assert intervals_overlap(by_device["7"][0], by_device["9"][0])
 
 
-def test_two_concurrent_pipelines_never_share_a_gpu(tmp_path, testbed_env, recording_job):
+def test_two_concurrent_pipelines_never_share_a_gpu(
+    tmp_path, testbed_env, recording_job, start_runner
+):
     record = tmp_path / "events.jsonl"
     runners = []
     for label in ("first", "second"):
         steps = [step(record, f"{label}{index}", sleep=0.25, num_gpus=1) for index in range(4)]
         pipeline = write_pipeline(tmp_path / f"{label}.yml", steps, num_jobs=4)
-        command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
-        runners.append(
-            subprocess.Popen(
-                [*command, "--gpus", "3,5"],
-                env=testbed_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        runners.append(start_runner(pipeline, testbed_env, "--gpus", "3,5"))
     for runner in runners:
         output, _ = runner.communicate(timeout=60)
         assert runner.returncode == 0, output
@@ -209,11 +202,28 @@ def test_rerun_skips_done_jobs_force_reruns_and_dry_run_shows_plan(
     assert set(read_events(record)) == {"good", "bad"}
 
 
-def _start_runner(pipeline: Path, environ: dict[str, str], *flags: str) -> subprocess.Popen:
-    command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
-    return subprocess.Popen(
-        [*command, *flags], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+@pytest.fixture
+def start_runner():
+    """Starts scripts/pipeline.py processes; kills any still running when the test ends."""
+    runners: list[subprocess.Popen] = []
+
+    def start(pipeline: Path, environ: dict[str, str], *flags: str) -> subprocess.Popen:
+        command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
+        runner = subprocess.Popen(
+            [*command, *flags],
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        if runner.poll() is None:
+            runner.kill()  # its jobs get SIGTERM through their death signal
+            runner.communicate()
 
 
 def _wait_for_start(record: Path, name: str, runner: subprocess.Popen) -> dict:
@@ -239,7 +249,9 @@ def _wait_gone(pid: int) -> None:
 
 
 @pytest.mark.parametrize("death_signal_by", ["setpriv", "prctl"])
-def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job, death_signal_by):
+def test_resume_after_runner_is_killed(
+    tmp_path, testbed_env, recording_job, death_signal_by, start_runner
+):
     if death_signal_by == "prctl":  # no setpriv on PATH: the runner falls back to prctl
         (tmp_path / "empty_bin").mkdir()
         testbed_env["PATH"] = str(tmp_path / "empty_bin")
@@ -251,7 +263,7 @@ def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job, dea
         step(record, "last"),
     ]
     pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=1)
-    runner = _start_runner(pipeline, testbed_env, "--gpus", "0")
+    runner = start_runner(pipeline, testbed_env, "--gpus", "0")
     long_job = _wait_for_start(record, "long", runner)
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=10)
@@ -266,11 +278,13 @@ def test_resume_after_runner_is_killed(tmp_path, testbed_env, recording_job, dea
     assert set(read_events(record)) == {"long", "last"}  # first and second not rerun
 
 
-def test_sigterm_interrupts_running_jobs_and_releases_leases(tmp_path, testbed_env, recording_job):
+def test_sigterm_interrupts_running_jobs_and_releases_leases(
+    tmp_path, testbed_env, recording_job, start_runner
+):
     record, gate = tmp_path / "events.jsonl", tmp_path / "gate"
     steps = [step(record, "long", wait_for=gate, num_gpus=1), step(record, "never")]
     pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=1)
-    runner = _start_runner(pipeline, testbed_env, "--gpus", "1")
+    runner = start_runner(pipeline, testbed_env, "--gpus", "1")
     long_job = _wait_for_start(record, "long", runner)
     runner.send_signal(signal.SIGTERM)
     output, _ = runner.communicate(timeout=30)
@@ -287,7 +301,9 @@ def test_sigterm_interrupts_running_jobs_and_releases_leases(tmp_path, testbed_e
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT])
-def test_second_signal_kills_a_job_that_ignores_sigterm(tmp_path, testbed_env, signal_number):
+def test_second_signal_kills_a_job_that_ignores_sigterm(
+    tmp_path, testbed_env, signal_number, start_runner
+):
     stubborn = tmp_path / "stubborn.py"
     stubborn.write_text(
         "import signal, time, pathlib\n"
@@ -297,7 +313,7 @@ def test_second_signal_kills_a_job_that_ignores_sigterm(tmp_path, testbed_env, s
     )
     (tmp_path / "job.yml").write_text("x: 1\n")
     pipeline = write_pipeline(tmp_path / "p.yml", [{"script": "stubborn.py", "config": "job.yml"}])
-    runner = _start_runner(pipeline, testbed_env, "--kill-grace", "30")
+    runner = start_runner(pipeline, testbed_env, "--kill-grace", "30")
     deadline = time.monotonic() + 30
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and runner.poll() is None
