@@ -30,6 +30,8 @@ from speechbed.errors import UserInputError
 
 _VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# libyaml's safe loader when PyYAML was built with it (same documents, ~10x faster).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class JobSchema(pydantic.BaseModel):
@@ -95,8 +97,8 @@ def substitute_variables(
 def _parse_yaml(text: str, source: str | Path) -> tuple[Any, dict[Location, int]]:
     """Safe-load YAML and map every key path to its 1-based line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_SAFE_LOADER)
+        document = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
