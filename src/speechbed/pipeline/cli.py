@@ -14,7 +14,7 @@ from typing import TextIO
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import describe_schema
-from speechbed.pipeline.display import PipelineDisplay
+from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.inventory import discover_gpus
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
 from speechbed.pipeline.loader import artifacts_directory, load_pipeline, repository_root
@@ -109,6 +109,11 @@ def main(
             f"GPUs {','.join(map(str, gpus)) or 'none'} (from {gpu_source}), "
             f"logs {artifacts / 'logs' / pipeline.name}"
         )
+        already_done = sum(record.status == JobStatus.SKIPPED for record in scheduler.records)
+        if already_done:
+            display.message(
+                f"{already_done} job(s) already done by an earlier run: skipped (--force reruns them)"
+            )
         records = scheduler.run()
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -136,6 +136,13 @@ class PipelineDisplay:
                 log,
             )
         self.console.print(table)
+        counts = {status: 0 for status in JobStatus}
+        for record in records:
+            counts[record.status] += 1
+        self.console.print(
+            f"pipeline {name}: "
+            + ", ".join(f"{count} {status.value}" for status, count in counts.items() if count)
+        )
 
     def plan(
         self,
