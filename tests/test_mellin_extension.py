@@ -1,0 +1,118 @@
+"""Tests of the compiled Mellin extension's loader (prebuilt, rebuild, fallback) and of its GPU paths.
+
+The CPU kernels' values and gradients are checked in test_mellin.py; GPU tests need CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from speechbed.mellin import extension, mcorr1d, mcorrlcorr
+from speechbed.mellin.extension import MellinExtensionUnavailable
+
+F64 = torch.float64
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None,
+    reason="no C++ compiler to build the extension",
+)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """The loader as in a new process (nothing loaded yet), restored afterwards."""
+    monkeypatch.setattr(extension, "_state", {})
+
+
+@needs_compiler
+def test_prebuilt_library_loads_without_a_compiler(fresh_loader, monkeypatch):
+    extension.build()
+    assert extension.is_prebuilt()
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(extension, "_state", {})
+    assert extension.load(strict=True)
+    signal, weight = torch.randn(1, 2, 9, dtype=F64), torch.randn(3, 2, 2, dtype=F64)
+    torch.testing.assert_close(
+        mcorr1d(signal, weight, path="extension"), mcorr1d(signal, weight, path="torch")
+    )
+
+
+@needs_compiler
+def test_changed_sources_are_not_taken_for_prebuilt(tmp_path, monkeypatch):
+    extension.build()
+    copy = tmp_path / "csrc"
+    shutil.copytree(extension.SOURCE_DIRECTORY, copy)
+    monkeypatch.setenv("SPEECHBED_MELLIN_BUILD_DIR", str(extension.build_directory()))
+    monkeypatch.setattr(extension, "SOURCE_DIRECTORY", copy)
+    assert extension.is_prebuilt()
+    with open(copy / "mellin_cpu.h", "a") as header:
+        header.write("\n// edited\n")
+    assert not extension.is_prebuilt()
+
+
+def test_without_a_compiler_falls_back_with_one_warning(fresh_loader, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHBED_MELLIN_BUILD_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found.*vectorized torch path"):
+        assert not extension.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not extension.load()  # said once only
+        signal, weight = torch.randn(1, 2, 9), torch.randn(3, 2, 2)
+        assert mcorr1d(signal, weight, path="auto").shape == (1, 3, 4)
+    with pytest.raises(MellinExtensionUnavailable, match="no C\\+\\+ compiler found"):
+        mcorr1d(signal, weight, path="extension")
+
+
+def test_command_line_reports_the_build_state(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHBED_MELLIN_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["extension"])
+    assert extension.main() == 0
+    assert "not built" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("path", ["torch", "extension"])
+def test_gpu_paths_match_the_cpu(path, dtype):
+    torch.manual_seed(9)
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-10
+    signal, weight, bias = (
+        torch.randn(3, 4, 50, dtype=dtype),
+        torch.randn(5, 4, 3, dtype=dtype),
+        torch.randn(5, dtype=dtype),
+    )
+    for s, d, p, r in [(1, 1, 0, 0), (2, 1, 1, 2), (1, 3, 3, 0), (3, 2, 1, 2)]:
+        expected = mcorr1d(signal, weight, bias, s, d, p, r, path="torch")
+        output = mcorr1d(signal.cuda(), weight.cuda(), bias.cuda(), s, d, p, r, path=path)
+        torch.testing.assert_close(output.cpu(), expected, atol=tolerance, rtol=tolerance)
+        spectrum, weight2 = (
+            torch.randn(3, 4, 11, 20, dtype=dtype),
+            torch.randn(5, 4, 3, 4, dtype=dtype),
+        )
+        pairs = (s, 1), (d, 2), (p, 1), (r, 2)
+        expected = mcorrlcorr(spectrum, weight2, bias, *pairs, path="torch")
+        output = mcorrlcorr(spectrum.cuda(), weight2.cuda(), bias.cuda(), *pairs, path=path)
+        torch.testing.assert_close(output.cpu(), expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("path", ["torch", "extension"])
+def test_gpu_gradcheck(path):
+    torch.manual_seed(10)
+    for s, d, p, r in [(1, 1, 0, 0), (2, 1, 1, 2), (1, 3, 3, 0)]:
+        spectrum = torch.randn(2, 2, 12, 6, dtype=F64, device="cuda", requires_grad=True)
+        weight = torch.randn(2, 2, 2, 3, dtype=F64, device="cuda", requires_grad=True)
+        bias = torch.randn(2, dtype=F64, device="cuda", requires_grad=True)
+
+        def op(*tensors, s=s, d=d, p=p, r=r):
+            return mcorrlcorr(*tensors, s=(s, 1), d=(d, 2), p=(p, 1), r=(r, 0), path=path)
+
+        assert torch.autograd.gradcheck(op, (spectrum, weight, bias))
