@@ -335,3 +335,18 @@ def test_dockerfile_pins_its_base_and_builds_the_extension() -> None:
     pyproject = (REPOSITORY / "pyproject.toml").read_text()
     torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
     assert f"ARG TORCH_VERSION={torch_pin}" in text  # the image's torch is the project's
+
+
+def test_make_targets_call_the_container_module() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry_run = subprocess.run(
+        ["make", "-n", "docker", "run_in_container", "shell", "command=python -V", "gpus=1",
+         "args=--build-arg A=1"],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert dry_run.returncode == 0, dry_run.stderr
+    module = "-m speechbed.pipeline.container"
+    assert f"{module} build --build-arg A=1" in dry_run.stdout
+    assert f"{module} run --gpus 1 -- python -V" in dry_run.stdout
+    assert f"{module} shell --gpus 1" in dry_run.stdout
