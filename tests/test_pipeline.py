@@ -382,6 +382,26 @@ def test_a_new_executor_slots_in_by_name(tmp_path, testbed_env, recording_job, m
     ]
 
 
+class RemoteGpuExecutor(RecordingExecutor):
+    """Like a Slurm executor: its jobs get GPUs elsewhere, so no local lease or inventory."""
+
+    name = "remote"
+    leases_local_gpus = False
+
+
+def test_an_executor_with_its_own_gpus_takes_no_local_lease(
+    tmp_path, testbed_env, recording_job, monkeypatch
+):
+    RemoteGpuExecutor.calls = tmp_path / "calls.txt"
+    monkeypatch.setitem(EXECUTOR_FACTORIES, "remote", RemoteGpuExecutor)
+    record = tmp_path / "events.jsonl"
+    steps = [step(record, "big", run_in="remote", num_gpus=8)]
+    code, output = run(testbed_env, write_pipeline(tmp_path / "p.yml", steps), "--gpus", "")
+    assert code == 0, output
+    assert (tmp_path / "calls.txt").read_text().splitlines()[0] == "launch big []"
+    assert not (tmp_path / "leases").exists()
+
+
 def test_gpu_inventory_precedence():
     environ = {"SPEECHBED_GPUS": "4,5", "CUDA_VISIBLE_DEVICES": "0"}
     assert discover_gpus("1", environ) == ([1], "--gpus")

@@ -17,6 +17,11 @@ An executor only answers three questions:
   a container). Called after the process ended or was terminated, also after failures;
   it must not raise for a job that never got far.
 
+An executor whose jobs get GPUs from elsewhere (a Slurm allocation) sets
+``leases_local_gpus = False``: its jobs are not checked against the local GPU inventory,
+take no local lease, and ``launch`` gets ``devices == []`` (``job.num_gpus`` says how many
+to ask for).
+
 Executors are registered by name in ``EXECUTOR_FACTORIES``; a job picks one with
 ``run_in``. ``container`` comes from ``speechbed.pipeline.container.ContainerExecutor``
 when that module exists.
@@ -48,6 +53,8 @@ class Executor(ABC):
     """Turns a planned job plus its leased GPU ids into a ``Launch``."""
 
     name: str = ""
+    #: False when the executor's jobs get their GPUs from elsewhere (e.g. a Slurm allocation).
+    leases_local_gpus: bool = True
 
     def check(self, job: PlannedJob) -> None:  # noqa: B027 (optional hook)
         """Raise ``UserInputError`` when ``job`` cannot run with this executor."""

@@ -105,7 +105,12 @@ def load_pipeline(
             raise UserInputError(f"{where}: script {step.script} not found (looked at {script})")
         if not config.is_file():
             raise UserInputError(f"{where}: config {step.config} not found (looked at {config})")
-        if step.num_gpus > len(gpus):
+        if step.run_in not in executors:
+            try:
+                executors[step.run_in] = make_executor(step.run_in)
+            except UserInputError as error:
+                raise UserInputError(f"{where}: {error}") from None
+        if step.num_gpus > len(gpus) and executors[step.run_in].leases_local_gpus:
             have = f"{len(gpus)} ({','.join(map(str, gpus))})" if gpus else "none"
             raise UserInputError(
                 f"{where}: asks for num_gpus: {step.num_gpus} but the GPU inventory has {have}; "
@@ -116,11 +121,6 @@ def load_pipeline(
         except (OSError, UnicodeDecodeError) as error:
             raise UserInputError(f"{where}: cannot read config {config}: {error}") from None
         resolved = substitute_variables(text, config, environ)
-        if step.run_in not in executors:
-            try:
-                executors[step.run_in] = make_executor(step.run_in)
-            except UserInputError as error:
-                raise UserInputError(f"{where}: {error}") from None
         job = PlannedJob(
             index=index,
             name=job_name,

@@ -300,7 +300,7 @@ class Scheduler:
             if self.segments[index] != current or record.status != JobStatus.PENDING:
                 continue
             devices: list[int] = []
-            if record.job.num_gpus:
+            if record.job.num_gpus and self.pipeline.executors[record.job.run_in].leases_local_gpus:
                 free = [device for device in self.gpus if device not in self.leases.held()]
                 taken = self.leases.acquire_some(free, record.job.num_gpus)
                 if taken is None:
