@@ -6,7 +6,7 @@ ENV_FILE ?=
 PY := .venv/bin/python
 # Sources ENV_FILE, then the defaults (whose ${NAME:-default} lines fill only what is unset),
 # so a copy of default.sh with edited defaults works; variables already set in the shell win.
-WITH_ENV = set -a && if [ -n "$(ENV_FILE)" ]; then . "$(ENV_FILE)"; fi && . setup/environment/default.sh && set +a &&
+WITH_ENV = set -a && if [ -n "$(ENV_FILE)" ]; then [ -f "$(ENV_FILE)" ] || { echo "error: ENV_FILE $(ENV_FILE) not found" >&2; exit 2; }; . "$(ENV_FILE)"; fi && . setup/environment/default.sh && set +a &&
 
 yml ?=
 gpus ?=
