@@ -128,3 +128,22 @@ def test_parity_check_can_fail():
     (ours,) = make_computer(NAMED_FEATURES["fbank-81-10ms"])([shifted])
     with pytest.raises(AssertionError):
         assert_parity(ours, reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("name", "reference_json"),
+    [("fbank-81-10ms", FBANK_JSON), ("sigbank-41-2ms", SIGBANK_JSON)],
+)
+def test_named_feature_on_cuda_equals_pydrobert(name, reference_json):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    signals = [
+        speech_like(n, seed).astype(np.float64) / 32768 for seed, n in enumerate([9000, 4321])
+    ]
+    reference = reference_computer(json.loads(reference_json))
+    ours = make_computer(NAMED_FEATURES[name], device="cuda")(signals)
+    for signal, features in zip(signals, ours, strict=True):
+        assert_parity(features, reference.compute_full(signal))

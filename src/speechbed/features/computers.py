@@ -19,8 +19,9 @@ from speechbed.features.settings import FbankSettings, RawSettings, SigbankSetti
 
 #: Coefficients are floored here before a log (as pydrobert-speech does).
 LOG_FLOOR = 1e-5
-#: Complex values filtered at once by the sigbank (small enough to stay in cache).
-_SIGBANK_BLOCK_ELEMENTS = 1 << 18
+#: Complex values filtered at once by the sigbank: on a CPU few enough to stay in cache,
+#: on a GPU enough to fill it (128 MiB).
+_SIGBANK_BLOCK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 24}
 
 
 def _samples(milliseconds: float, sampling_rate: float) -> int:
@@ -206,7 +207,8 @@ class SigbankComputer:
         # overlap-save: every block's spectrum times every filter's, in cache-sized pieces
         spectra = torch.fft.fft(padded.unfold(1, block, hop).reshape(-1, block))
         pieces = []
-        rows = max(1, _SIGBANK_BLOCK_ELEMENTS // (block * self._responses.shape[0]))
+        elements = _SIGBANK_BLOCK_ELEMENTS.get(self.device.type, 1 << 18)
+        rows = max(1, elements // (block * self._responses.shape[0]))
         for first in range(0, spectra.shape[0], rows):
             product = spectra[first : first + rows, None, :] * self._responses
             filtered = torch.fft.ifft(product)[..., taps - 1 : taps - 1 + hop]
