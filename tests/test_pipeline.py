@@ -164,6 +164,8 @@ def test_failure_fails_pipeline_and_stops_the_next_barrier(tmp_path, testbed_env
     assert code == 1
     assert set(read_events(record)) == {"bad", "same_segment"}
     assert "exit code 3" in output and "not started" in output
+    log = (tmp_path / "artifacts/logs/p/bad.log").read_text()
+    assert log.startswith("$ ") and "# exit code 3 after" in log
 
     code, output = run(testbed_env, pipeline, "--keep-going")
     assert code == 1  # 'bad' fails again; everything else is not behind a failed barrier

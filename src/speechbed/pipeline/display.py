@@ -79,6 +79,7 @@ class PipelineDisplay:
             self.console.print(Text(text), soft_wrap=True)
         else:
             self.stream.write(text + "\n")
+            self.stream.flush()  # live even when the runner's output is a pipe (nested pipelines)
 
     def job_finished(self, record: JobRecord) -> None:
         self._event(

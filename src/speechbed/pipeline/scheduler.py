@@ -405,10 +405,13 @@ class Scheduler:
         if running.pidfd is not None:
             self._selector.unregister(running.pidfd)
             os.close(running.pidfd)
-        os.close(running.log)
         record = running.record
         record.ended = time.monotonic()
         record.returncode = returncode
+        ending = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        with contextlib.suppress(OSError):
+            os.write(running.log, f"\n# {ending} after {record.seconds:.1f}s\n".encode())
+        os.close(running.log)
         del self._running[record.job.index]
         self._cleanup(self.pipeline.executors[record.job.run_in], record.job, running.launch)
         self.leases.release(record.devices)
