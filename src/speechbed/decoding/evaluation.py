@@ -41,6 +41,8 @@ def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
     evaluation = config.evaluation
     if evaluation.device == "cuda" and not torch.cuda.is_available():
         raise UserInputError("evaluation.device is 'cuda' but torch sees no CUDA device; use 'cpu'")
+    if config.training.num_threads is not None:
+        torch.set_num_threads(config.training.num_threads)
     run_dir = Path(config.info.run_dir)
     model, saved = load_trained_model(run_dir, evaluation.device)
     settings = {"fingerprint": saved["fingerprint"], **evaluation.model_dump(mode="json")}

@@ -161,6 +161,12 @@ class TrainingConfig(JobSchema):
         True, description="keep only the last and the best epoch's checkpoints"
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="where to train")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads torch uses in training and evaluation (null: torch's default); "
+        "1 is much faster on a machine whose cores are busy with other work",
+    )
     seed: int | None = Field(
         None, description="seed of batching, dropout and augmentation (null: info.seed)"
     )

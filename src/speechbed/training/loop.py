@@ -169,6 +169,8 @@ def train_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
         )
     training = config.training
     device = resolve_device(training.device)
+    if training.num_threads is not None:
+        torch.set_num_threads(training.num_threads)
     seed = config.training_seed
     _seed_everything(seed)
     loader_generator = torch.Generator().manual_seed(seed + 1)
