@@ -10,8 +10,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import zarr
 from torch.utils.data import DataLoader
 
+import speechbed.features.cache as cache_module
 from speechbed.errors import UserInputError
 from speechbed.features import (
     BucketBatchSampler,
@@ -37,10 +39,12 @@ def store(tmp_path_factory):
     tokens[6] = np.zeros(0, dtype=np.int64)
     path = tmp_path_factory.mktemp("cache") / "train.zarr"
     attributes = {"feature_settings": {"kind": "test"}, "settings_hash": "s", "manifest_hash": "m"}
-    with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, attributes) as writer:
-        writer.write(0, feats[:10])  # two runs, to cross a run boundary
-        writer.write(10, feats[10:])
-        writer.commit()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_module, "CHUNK_BYTES", 64 * 4 * NUM_FEATURES)  # 64-frame chunks
+        with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, attributes) as writer:
+            writer.write(0, feats[:10])  # two runs, to cross a run boundary
+            writer.write(10, feats[10:])
+            writer.commit()
     return path, ids, feats, tokens
 
 
@@ -56,6 +60,8 @@ def test_round_trip_ids_frames_tokens_and_attributes(store):
         np.testing.assert_array_equal(cache.tokens(index), tokens[index])
         assert cache.tokens(index).dtype == np.int32
     np.testing.assert_array_equal(cache.all_feats(), np.concatenate(feats))
+    for index in np.random.default_rng(1).permutation(len(ids)):  # out of store order
+        np.testing.assert_array_equal(cache.feats(index), feats[index])
     picked = [5, 4, 0, 22, 5]  # out of order, an empty one, a repeat
     for index, block in zip(picked, cache.feats_many(picked), strict=True):
         np.testing.assert_array_equal(block, feats[index])
@@ -65,6 +71,7 @@ def test_round_trip_ids_frames_tokens_and_attributes(store):
     assert cache.settings == {"kind": "test"}
     assert cache.attributes["manifest_hash"] == "m"
     assert cache.index_of(ids[3]) == 3
+    assert zarr.open_array(path / "feats").chunks == (64, NUM_FEATURES)
     assert not list(path.parent.glob(".*partial*")), "temporary store left behind"
 
 

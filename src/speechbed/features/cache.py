@@ -164,6 +164,8 @@ class FeatureCache:
         self._feats: zarr.Array | None = None
         self._opened_in: int | None = None
         self._in_memory: np.ndarray | None = group["feats"][:] if in_memory else None
+        self._chunk_frames = int(group["feats"].chunks[0])
+        self._recent: tuple[int, np.ndarray] = (0, np.zeros((0, self.num_features), np.float32))
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -201,7 +203,15 @@ class FeatureCache:
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
         if self._in_memory is not None:
             return self._in_memory[start:end]
-        return self._frames_array()[start:end]
+        # zarr decodes whole chunks anyway: keep the last chunks read, so that reading
+        # utterances in store order decodes each chunk once
+        first, frames = self._recent
+        if not (first <= start and end <= first + len(frames)):
+            first = start // self._chunk_frames * self._chunk_frames
+            last = -(-end // self._chunk_frames) * self._chunk_frames
+            frames = self._frames_array()[first:last]
+            self._recent = (first, frames)
+        return frames[start - first : end - first].copy()
 
     def feats_many(self, indices: Sequence[int]) -> list[np.ndarray]:
         """Frames of several utterances, fetched in one read of the store."""
@@ -229,4 +239,5 @@ class FeatureCache:
         state = self.__dict__.copy()
         state["_feats"] = None
         state["_opened_in"] = None
+        state["_recent"] = (0, np.zeros((0, self.num_features), np.float32))
         return state
