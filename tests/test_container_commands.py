@@ -90,6 +90,7 @@ def test_settings_defaults_and_errors() -> None:
         ({"CONTAINER_GPU_MODE": "all"}, "CONTAINER_GPU_MODE='all'"),
         ({"CONTAINER_ROOTFS": "/"}, "only podman"),
         ({"CONTAINER_USER": "alice"}, "CONTAINER_USER='alice'"),
+        ({"CONTAINER_PASS_ENV": "COMET_API_KEY,2BAD"}, "'2BAD' is not a variable name"),
     ]
     for environ, message in bad:
         with pytest.raises(UserInputError, match=re.escape(message)):
@@ -274,6 +275,12 @@ def test_job_invocation_maps_paths_and_keeps_secrets_out_of_argv(folders) -> Non
     assert invocation.env["COMET_API_KEY"] == "s3cret" and invocation.env["PATH"] == "/usr/bin"
     assert argv[argv.index("--name") + 1] == invocation.name
     assert invocation.name.startswith("speechbed-demo-train-a-")
+    # CONTAINER_PASS_ENV opts a variable in for every job, named or not.
+    base["CONTAINER_PASS_ENV"] = "GITHUB_TOKEN, MISSING_ONE"
+    settings = ContainerSettings.from_environment(base)
+    argv = job_invocation(settings, _job(folders, config), [], base).argv
+    names = {argv[index + 1] for index, item in enumerate(argv) if item == "--env"}
+    assert "GITHUB_TOKEN" in names and "MISSING_ONE" not in names  # unset: nothing to pass
 
 
 def test_executor_check_explains_a_missing_engine(folders, monkeypatch) -> None:

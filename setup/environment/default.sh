@@ -33,6 +33,9 @@ export CONTAINER_GPU_MODE="${CONTAINER_GPU_MODE:-}"
 export CONTAINER_NETWORK="${CONTAINER_NETWORK:-}"
 # UID:GID the containers run as; empty = yours, so files they write are yours.
 export CONTAINER_USER="${CONTAINER_USER:-}"
+# Variables every container gets besides those its job file names as ${VAR} (comma-separated,
+# e.g. COMET_API_KEY); nothing else of your environment reaches a container.
+export CONTAINER_PASS_ENV="${CONTAINER_PASS_ENV:-}"
 # podman only, for tests: run this host folder (e.g. /) as the root instead of the image, with
 # CONTAINER_PYTHON naming the interpreter inside (default: python from the image's PATH).
 export CONTAINER_ROOTFS="${CONTAINER_ROOTFS:-}"

@@ -8,9 +8,9 @@ DATA_DIRECTORY, CACHE_DIRECTORY and ARTIFACTS_DIRECTORY are ``/storage/data``,
 ``/storage/cache`` and ``/storage/artifacts``; those variables, and every passed variable
 whose value is a host path under a mounted folder, are rewritten to the container paths, so
 ``${VAR}``s in a job file resolve inside. A job gets only the variables it needs: the
-testbed's folder settings, a few harmless locale/thread settings, and the variables its job
-file names as ``${VAR}``; nothing else of the runner's environment (credentials included)
-reaches it. Values travel in the engine client's environment (``-e NAME`` on the command
+testbed's folder settings, a few harmless locale/thread settings, the variables its job
+file names as ``${VAR}`` and those listed in CONTAINER_PASS_ENV; nothing else of the
+runner's environment (credentials included) reaches it. Values travel in the engine client's environment (``-e NAME`` on the command
 line), so secrets never show in logs or ``ps``. The engine command lines are built by pure
 functions (``run_command``, ``build_command``, ...) that the tests check for both engines.
 """
@@ -78,6 +78,8 @@ class ContainerSettings:
     gpu_mode: str = "gpus"
     #: ``uid:gid`` the container runs as, so files written to mounts belong to the host user.
     user: str = ""
+    #: variables every container gets besides the ones a job file names (CONTAINER_PASS_ENV).
+    pass_env: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> ContainerSettings:
@@ -110,6 +112,15 @@ class ContainerSettings:
         user = setting("CONTAINER_USER") or f"{os.getuid()}:{os.getgid()}"
         if not re.fullmatch(r"\d+(:\d+)?", user):
             raise UserInputError(f"CONTAINER_USER={user!r} must be numeric: UID or UID:GID")
+        pass_env = tuple(
+            name for name in re.split(r"[\s,]+", setting("CONTAINER_PASS_ENV")) if name
+        )
+        for name in pass_env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise UserInputError(
+                    f"CONTAINER_PASS_ENV: {name!r} is not a variable name; "
+                    "write names separated by commas, e.g. COMET_API_KEY,WANDB_MODE"
+                )
         return cls(
             engine=engine,
             image=setting("DOCKER_IMAGE_NAME") or "speechbed:dev",
@@ -119,6 +130,7 @@ class ContainerSettings:
             python=setting("CONTAINER_PYTHON") or "python",
             gpu_mode=gpu_mode,
             user=user,
+            pass_env=pass_env,
         )
 
 
@@ -351,7 +363,7 @@ def job_invocation(
         needed = referenced_variables(job.config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise UserInputError(f"cannot read config {job.config}: {error}") from None
-    env = container_environment(base_env, mounts, needed)
+    env = container_environment(base_env, mounts, needed | set(settings.pass_env))
     env["SPEECHBED_JOB_NAME"] = job.name
     gpu_flags, gpu_env = gpu_options(settings.engine, settings.gpu_mode, devices)
     env.update(gpu_env)
@@ -457,7 +469,7 @@ def _interactive_invocation(
     label: str = "interactive",
 ) -> ContainerInvocation:
     mounts = storage_mounts(root, environ)
-    env = container_environment(environ, mounts, set(extra_env))
+    env = container_environment(environ, mounts, set(extra_env) | set(settings.pass_env))
     gpu_flags, gpu_env = gpu_options(settings.engine, settings.gpu_mode, devices)
     env.update(gpu_env)
     name = container_name(label)
