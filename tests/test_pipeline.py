@@ -9,9 +9,11 @@ import fcntl
 import io
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -457,3 +459,42 @@ def test_progress_bar_output_shows_final_state_of_each_line(tmp_path, testbed_en
     assert "[job] no newline at the end\n" in output
     log = (tmp_path / "artifacts/logs/p/job.log").read_bytes().decode()
     assert "step 1/3\rstep 2/3\rstep 3/3\nno newline at the end" in log  # the log keeps it all
+
+
+def test_on_a_terminal_the_live_counts_show_and_ctrl_c_stops(tmp_path, testbed_env, recording_job):
+    record, gate = tmp_path / "events.jsonl", tmp_path / "gate"
+    steps = [step(record, "quick"), step(record, "long", wait_for=gate)]
+    pipeline = write_pipeline(tmp_path / "p.yml", steps, num_jobs=2)
+    controller, terminal = pty.openpty()
+    command = [sys.executable, str(REPOSITORY / "scripts/pipeline.py"), "-y", str(pipeline)]
+    runner = subprocess.Popen(command, env=testbed_env, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks: list[bytes] = []
+
+    def read_terminal() -> None:  # keep reading, so the runner never blocks on a full terminal
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the runner closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        _wait_for_start(record, "long", runner)
+        deadline = time.monotonic() + 30
+        while "end" not in read_events(record).get("quick", {}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=30) == 128 + signal.SIGINT
+        reader.join(timeout=10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        os.close(controller)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "pipeline: pending" in text  # the live count line
+    assert "interrupted" in text and "done" in text
