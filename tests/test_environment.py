@@ -166,3 +166,10 @@ def test_make_targets_read_env_file_before_defaults(tmp_path, clean_environ):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert str(artifacts) in result.stdout and "ENV_FILE" in result.stdout
+
+    result = subprocess.run(
+        [*make, "check_environment"], env=clean_environ, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = next(line for line in result.stdout.splitlines() if "ARTIFACTS_DIRECTORY" in line)
+    assert f"{REPOSITORY}/storage/artifacts" in row and "default.sh" in row
