@@ -152,7 +152,8 @@ def test_make_targets_read_env_file_before_defaults(tmp_path, clean_environ):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    seen = json.loads((artifacts / "logs" / "p" / "show.log").read_text().splitlines()[-1])
+    log = (artifacts / "logs" / "p" / "show.log").read_text()
+    seen = json.loads(next(line for line in log.splitlines() if line.startswith("{")))
     assert seen == {
         "ARTIFACTS_DIRECTORY": str(artifacts),
         "DATA_DIRECTORY": f"{REPOSITORY}/storage/data",
