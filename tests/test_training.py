@@ -265,3 +265,54 @@ def test_run_config_documents_what_the_reports_read():
         "beam_width",
     ):
         assert key in schema
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_training_on_cuda(tmp_path, cache_directory):
+    config = run_config(
+        tmp_path / "run",
+        cache_directory,
+        data={"train_partition": "handful", "dev_partition": "handful", "batch_size": 3},
+        training={"num_epochs": 30, "device": "cuda", "mixed_precision": True},
+    )
+    summary = train_run(RunConfig.model_validate(config), progress=False)
+    assert summary.best_dev_per <= 0.1
+
+
+def test_early_stopping_counts_epochs_without_relative_improvement():
+    from speechbed.training.stopping import EarlyStopping
+
+    # threshold 0.1: a new value must be below 0.9 x best to count.
+    # epoch 1: 0.50 best; 2: 0.46 (> 0.45, no); 3: 0.44 (< 0.45, best); 4: 0.43 (> 0.396, no);
+    # 5: 0.42 (no) -> two epochs without improvement = patience: stop at epoch 5
+    stopper = EarlyStopping(patience=2, threshold=0.1, burnin=0)
+    decisions = [
+        stopper.update(epoch, value) for epoch, value in enumerate([0.5, 0.46, 0.44, 0.43, 0.42], 1)
+    ]
+    assert decisions == [False, False, False, False, True]
+    # with a burn-in of 5 epochs the same values never stop it before epoch 6
+    stopper = EarlyStopping(patience=2, threshold=0.1, burnin=5)
+    decisions = [
+        stopper.update(epoch, value)
+        for epoch, value in enumerate([0.5, 0.46, 0.44, 0.43, 0.42, 0.41], 1)
+    ]
+    assert decisions == [False, False, False, False, False, True]
+    assert not any(EarlyStopping(None, 0.0, 0).update(epoch, 1.0) for epoch in range(1, 20))
+
+
+def test_plateau_schedule_follows_the_run_config():
+    from speechbed.training.loop import make_optimizer, make_scheduler
+
+    config = TrainingConfig(log10_learning_rate=-2, reduce_lr_patience=1, reduce_lr_factor=0.5)
+    model = torch.nn.Linear(2, 2)
+    optimizer = make_optimizer(config, model)
+    scheduler = make_scheduler(config, optimizer)
+    rates = []
+    for dev_per in [0.5, 0.5, 0.5, 0.5, 0.4]:
+        scheduler.step(dev_per)
+        rates.append(optimizer.param_groups[0]["lr"])
+    # no improvement at epochs 2 and 3: the second bad epoch exceeds patience 1 -> halve;
+    # the counter restarts, epoch 4 is bad once, epoch 5 improves
+    assert rates == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3, 5e-3])
+    assert make_scheduler(TrainingConfig(reduce_lr_factor=1.0), optimizer) is None
