@@ -149,7 +149,10 @@ def load_results(
                     "training_seconds": None
                     if history is None or "seconds" not in history
                     else float(history["seconds"].sum()),
-                    "decoding_seconds": results.get("decoding_seconds"),
+                    "decoding_seconds": results.get(
+                        "decoding_seconds",
+                        sum(float(scores[p].get("decoding_seconds", 0.0)) for p in PARTITIONS),
+                    ),
                     "beam_width": results.get("beam_width"),
                     "run_dir": str(run_dir),
                 }

@@ -1,0 +1,146 @@
+"""`make demo` end to end at tiny scale, the instant rerun, and the analysis notebook run headless.
+
+Real processes all the way: eSpeak corpus -> prep -> sweep -> cache, train, evaluate pipelines
+-> analysis; then the notebook executed by nbclient against those results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from speechbed.reports.tensorboard import read_scalars
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "e2e_tiny_demo"
+
+# experiments/demo.yml shrunk to seconds: same corpus recipe, sweep shape and reports.
+TINY_CHANGES = {
+    "model": {
+        "window_size": 4, "window_stride": 3, "convolutional_layers": 1,
+        "convolutional_initial_channels": 2, "recurrent_size": 8, "recurrent_layers": 1,
+    },
+    "training": {"num_epochs": 2},
+    "evaluation": {"beam_width": 2},
+    "report": {"tensorboard": True, "comet": False, "google_sheet": True},
+}  # fmt: skip
+
+
+def _tiny_experiment(folder: Path) -> Path:
+    experiment = yaml.safe_load((ROOT / "experiments" / "demo.yml").read_text())
+    for section, values in TINY_CHANGES.items():
+        experiment[section].update(values)
+    path = folder / f"{NAME}.yml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    return path
+
+
+def _make_demo(experiment: Path, storage: Path) -> tuple[subprocess.CompletedProcess, float]:
+    environment = {
+        **os.environ,
+        "DATA_DIRECTORY": str(storage / "data"),
+        "CACHE_DIRECTORY": str(storage / "cache"),
+        "ARTIFACTS_DIRECTORY": str(storage / "artifacts"),
+        "SYNTHETIC_SCALE": "tiny",
+        "PATH_TO_GOOGLE_CREDENTIALS": str(storage / "no_credentials.json"),
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-o", "install", "demo", f"demo_experiment={experiment}"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("demo_storage")
+    experiment = _tiny_experiment(storage)
+
+    def stamps() -> dict[Path, int]:
+        return {
+            path: path.stat().st_mtime_ns
+            for pattern in ("*/results.json", "*/model.pt", "*/hist.csv")
+            for path in (storage / "artifacts" / NAME).glob(pattern)
+        }
+
+    try:
+        first = _make_demo(experiment, storage)
+        after_first = stamps()
+        second = _make_demo(experiment, storage)
+        assert stamps() == after_first, "a complete demo must not train or evaluate again"
+        yield storage, first, second
+    finally:
+        shutil.rmtree(ROOT / "experiments" / "out" / NAME, ignore_errors=True)
+
+
+def test_demo_runs_every_step_and_prints_the_table(demo):
+    storage, (first, seconds), _ = demo
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    artifacts = storage / "artifacts" / NAME
+    runs = pd.read_csv(artifacts / "analysis" / "runs.csv")
+    assert len(runs) == 4 and sorted(runs["seed"]) == [1, 1, 2, 2]
+    assert set(runs["condition"]) == {"convolutional_mellin=False", "convolutional_mellin=True"}
+    assert runs["test_per"].between(0, 1000).all() and runs["dev_per"].between(0, 1000).all()
+    statistics = pd.read_csv(artifacts / "analysis" / "statistics.csv")
+    assert sorted(statistics["n"]) == [2, 2, 2, 2]
+    for partition in ("dev", "test"):  # the means are the runs' means, condition by condition
+        for condition, group in runs.groupby("condition"):
+            row = statistics.query("condition == @condition and partition == @partition")
+            assert row["mean"].item() == pytest.approx(group[f"{partition}_per"].mean())
+    assert "PER (%) per condition and partition" in first.stdout
+    assert str(artifacts / "analysis" / "per_by_condition.png") in first.stdout
+    assert "skipped: no Google credentials" in first.stdout
+    for run_dir in runs["run_dir"]:
+        assert (Path(run_dir) / "config.yml").is_file() and (
+            Path(run_dir) / "results.json"
+        ).is_file()
+    print(f"tiny demo: {seconds:.1f} s")
+
+
+def test_training_curves_are_readable_by_tensorboard(demo):
+    storage, _, _ = demo
+    runs = pd.read_csv(storage / "artifacts" / NAME / "analysis" / "runs.csv")
+    for run_dir in map(Path, runs["run_dir"]):
+        scalars = read_scalars(run_dir)
+        history = pd.read_csv(run_dir / "hist.csv")
+        dev = scalars[scalars["tag"] == "dev_per"].sort_values("step")
+        assert dev["step"].tolist() == history["epoch"].tolist()
+        assert dev["value"].tolist() == pytest.approx(history["dev_per"].tolist(), rel=1e-6)
+
+
+def test_rerun_of_a_complete_demo_only_prints(demo):
+    _, (first, first_seconds), (second, second_seconds) = demo
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "PER (%) per condition and partition" in second.stdout
+    assert second_seconds < first_seconds
+    assert "skipped" in second.stdout  # (the fixture checked no run file was rewritten)
+
+
+def test_analysis_notebook_runs_headless_and_draws_its_figures(demo, monkeypatch):
+    from nbclient import NotebookClient
+
+    storage, _, _ = demo
+    notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("SPEECHBED_EXPERIMENTS", NAME)  # the kernel inherits the environment
+    monkeypatch.setenv("ARTIFACTS_DIRECTORY", str(storage / "artifacts"))
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
+    client.execute()
+    outputs = [
+        output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
+    assert not [output for output in outputs if output.output_type == "error"]
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) >= 2
+    tables = "".join(output.get("data", {}).get("text/plain", "") for output in outputs)
+    assert "convolutional_mellin=True" in tables and "partition" in tables
