@@ -68,6 +68,7 @@ def main(
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
 ) -> int:
+    """Plan and run one pipeline; returns the exit code (0 done, 1 failed, 2 bad input, 128+N)."""
     arguments = _parser().parse_args(argv)
     if arguments.kill_grace < 0:
         print("error: --kill-grace must be 0 or more seconds", file=sys.stderr)

@@ -40,7 +40,8 @@ def repository_root(environ: Mapping[str, str]) -> Path:
 def artifacts_directory(environ: Mapping[str, str], root: Path) -> Path:
     """``ARTIFACTS_DIRECTORY``, else ``<root>/storage/artifacts`` (as in default.sh)."""
     configured = environ.get("ARTIFACTS_DIRECTORY", "").strip()
-    return Path(configured) if configured else root / "storage" / "artifacts"
+    # Absolute, so the paths in logs and records stay right for jobs running in ``root``.
+    return Path(configured).absolute() if configured else root / "storage" / "artifacts"
 
 
 def pipeline_name(source: Path, configured: str | None) -> str:
