@@ -16,46 +16,23 @@ constexpr int kThreads = 256;
 
 int64_t blocks_for(int64_t elements) { return (elements + kThreads - 1) / kThreads; }
 
-// One thread per columns entry (n, i, a, c, x, y).
+// One thread per columns entry; the body is column_entry (mellin_index.h).
 template <typename scalar_t>
 __global__ void spec2col_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ columns, Geometry g,
                                 int64_t elements) {
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < elements;
        index += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t y = index % g.out_y;
-    const int64_t x = (index / g.out_y) % g.out_x;
-    const int64_t c = (index / g.column_length()) % g.kernel_y;
-    const int64_t a = (index / (g.column_length() * g.kernel_y)) % g.kernel_x;
-    const int64_t plane = index / (g.column_length() * g.kernel_y * g.kernel_x);  // n * channels + i
-    const int64_t source_x = mellin_source(x, a, g.s_x, g.d_x, g.p_x, g.in_x);
-    const int64_t source_y = linear_source(y, c, g.s_y, g.d_y, g.p_y, g.in_y);
-    columns[index] = (source_x >= 0 && source_y >= 0)
-                         ? input[(plane * g.in_x + source_x) * g.in_y + source_y]
-                         : scalar_t(0);
+    columns[index] = column_entry(input, g, index);
   }
 }
 
-// One thread per input entry (n, i, j, k): sums the column entries that read it, so no atomics.
+// One thread per input entry; the body is input_gradient_entry (mellin_index.h).
 template <typename scalar_t>
 __global__ void col2spec_kernel(const scalar_t* __restrict__ grad_columns, scalar_t* __restrict__ grad_input,
                                 Geometry g, int64_t elements) {
   for (int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; index < elements;
        index += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t k = index % g.in_y;
-    const int64_t j = (index / g.in_y) % g.in_x;
-    const int64_t plane = index / (g.in_y * g.in_x);
-    scalar_t total = scalar_t(0);
-    for (int64_t a = 0; a < g.kernel_x; ++a) {
-      const int64_t x = mellin_target(j, a, g.s_x, g.d_x, g.p_x, g.out_x);
-      if (x < 0) continue;
-      for (int64_t c = 0; c < g.kernel_y; ++c) {
-        const int64_t y = linear_target(k, c, g.s_y, g.d_y, g.p_y, g.out_y);
-        if (y < 0) continue;
-        const int64_t row = (plane * g.kernel_x + a) * g.kernel_y + c;
-        total += grad_columns[row * g.column_length() + x * g.out_y + y];
-      }
-    }
-    grad_input[index] = total;
+    grad_input[index] = input_gradient_entry(grad_columns, g, index);
   }
 }
 

@@ -13,14 +13,19 @@
 namespace speechbed_mellin {
 
 // Sizes and parameters of one mcorrlcorr call: Mellin on axis x, linear on axis y.
-// The columns tensor is (batch, channels * kernel_x * kernel_y, out_x * out_y), rows ordered
-// (channel, a, c) like weight.view(C_out, -1), so that output = weight_matrix @ columns.
+// The columns matrix is (channels * kernel_x * kernel_y, batch * out_x * out_y): rows ordered
+// (channel, a, c) like weight.view(C_out, -1), columns (n, x, y), so that one GEMM
+// weight_matrix @ columns gives the output of the whole batch as (C_out, batch, out_x * out_y).
 struct Geometry {
   int64_t batch, channels, in_x, in_y, kernel_x, kernel_y, out_x, out_y;
   int64_t s_x, s_y, d_x, d_y, p_x, p_y;
 
   MELLIN_HOST_DEVICE int64_t column_rows() const { return channels * kernel_x * kernel_y; }
   MELLIN_HOST_DEVICE int64_t column_length() const { return out_x * out_y; }
+  // Offset of the (out_x * out_y) block of example n in row `row` of the columns matrix.
+  MELLIN_HOST_DEVICE int64_t block_offset(int64_t row, int64_t n) const {
+    return (row * batch + n) * column_length();
+  }
 };
 
 MELLIN_HOST_DEVICE inline int64_t floor_div(int64_t a, int64_t b) {
@@ -73,6 +78,46 @@ MELLIN_HOST_DEVICE inline void linear_valid_range(int64_t c, const Geometry& g, 
   hi = hi > g.out_y ? g.out_y : hi;
   *first = lo;
   *last = hi < lo ? lo : hi;
+}
+
+// One entry of the columns matrix, index = ((i, a, c) row, (n, x, y) column) flattened:
+// the CUDA kernel's body, also run on CPU by the elementwise test op.
+template <typename scalar_t>
+MELLIN_HOST_DEVICE inline scalar_t column_entry(const scalar_t* input, const Geometry& g, int64_t index) {
+  const int64_t y = index % g.out_y;
+  const int64_t x = (index / g.out_y) % g.out_x;
+  const int64_t n = (index / g.column_length()) % g.batch;
+  const int64_t row = index / (g.column_length() * g.batch);  // (i, a, c)
+  const int64_t c = row % g.kernel_y;
+  const int64_t a = (row / g.kernel_y) % g.kernel_x;
+  const int64_t plane = n * g.channels + row / (g.kernel_y * g.kernel_x);
+  const int64_t source_x = mellin_source(x, a, g.s_x, g.d_x, g.p_x, g.in_x);
+  const int64_t source_y = linear_source(y, c, g.s_y, g.d_y, g.p_y, g.in_y);
+  return (source_x >= 0 && source_y >= 0) ? input[(plane * g.in_x + source_x) * g.in_y + source_y] : scalar_t(0);
+}
+
+// One entry (n, i, j, k) of the input gradient: the sum of the column entries that read it,
+// found through the inverse maps, so parallel writers never collide (no atomics).
+template <typename scalar_t>
+MELLIN_HOST_DEVICE inline scalar_t input_gradient_entry(const scalar_t* grad_columns, const Geometry& g,
+                                                        int64_t index) {
+  const int64_t k = index % g.in_y;
+  const int64_t j = (index / g.in_y) % g.in_x;
+  const int64_t plane = index / (g.in_y * g.in_x);
+  const int64_t n = plane / g.channels;
+  const int64_t i = plane % g.channels;
+  scalar_t total = scalar_t(0);
+  for (int64_t a = 0; a < g.kernel_x; ++a) {
+    const int64_t x = mellin_target(j, a, g.s_x, g.d_x, g.p_x, g.out_x);
+    if (x < 0) continue;
+    for (int64_t c = 0; c < g.kernel_y; ++c) {
+      const int64_t y = linear_target(k, c, g.s_y, g.d_y, g.p_y, g.out_y);
+      if (y < 0) continue;
+      const int64_t row = (i * g.kernel_x + a) * g.kernel_y + c;
+      total += grad_columns[g.block_offset(row, n) + x * g.out_y + y];
+    }
+  }
+  return total;
 }
 
 }  // namespace speechbed_mellin

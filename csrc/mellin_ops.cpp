@@ -1,8 +1,9 @@
 // Torch bindings of the Mellin ops: speechbed_mellin::mcorrlcorr and its backward, with autograd.
 // Built by speechbed.mellin.extension (torch.utils.cpp_extension); mcorr1d is the Y=1 case.
 //
-// Forward: columns = spec2col(input) for a slice of the batch, output = weight_matrix @ columns.
-// Backward: grad_weight = sum grad_output @ columns^T; grad_input = col2spec(weight^T @ grad_output).
+// Forward: columns = spec2col(input) for a slice of the batch, output = weight_matrix @ columns
+// (one GEMM per slice). Backward: grad_weight += grad_output @ columns^T; grad_input =
+// col2spec(weight^T @ grad_output), with grad_output laid out (C_out, slice * X_out * Y_out).
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -21,24 +22,22 @@ namespace {
 // Largest columns buffer (elements) built at once; the batch is processed in slices below it.
 constexpr int64_t kColumnsBudget = int64_t(1) << 22;
 
-Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef s, at::IntArrayRef d,
-                       at::IntArrayRef p, at::IntArrayRef output_size) {
-  TORCH_CHECK(input.dim() == 4, "mcorrlcorr: input must be (N, C_in, X, Y), got ", input.sizes());
-  TORCH_CHECK(weight.dim() == 4, "mcorrlcorr: weight must be (C_out, C_in, Kx, Ky), got ", weight.sizes());
-  TORCH_CHECK(weight.size(1) == input.size(1), "mcorrlcorr: weight has ", weight.size(1),
-              " input channels but input has ", input.size(1));
+Geometry geometry_of(at::IntArrayRef input_shape, int64_t kernel_x, int64_t kernel_y, at::IntArrayRef s,
+                     at::IntArrayRef d, at::IntArrayRef p, at::IntArrayRef output_size) {
+  TORCH_CHECK(input_shape.size() == 4, "mcorrlcorr: input must be (N, C_in, X, Y), got ", input_shape);
+  TORCH_CHECK(kernel_x >= 1 && kernel_y >= 1, "mcorrlcorr: kernel sizes must be positive");
   TORCH_CHECK(s.size() == 2 && d.size() == 2 && p.size() == 2 && output_size.size() == 2,
               "mcorrlcorr: s, d, p and output_size must be pairs");
   TORCH_CHECK(s[0] >= 1 && s[1] >= 1 && d[0] >= 1 && d[1] >= 1, "mcorrlcorr: s and d must be >= 1");
   TORCH_CHECK(p[0] >= 0 && p[1] >= 0, "mcorrlcorr: p must be >= 0");
   TORCH_CHECK(output_size[0] >= 1 && output_size[1] >= 1, "mcorrlcorr: output_size must be positive");
   Geometry g;
-  g.batch = input.size(0);
-  g.channels = input.size(1);
-  g.in_x = input.size(2);
-  g.in_y = input.size(3);
-  g.kernel_x = weight.size(2);
-  g.kernel_y = weight.size(3);
+  g.batch = input_shape[0];
+  g.channels = input_shape[1];
+  g.in_x = input_shape[2];
+  g.in_y = input_shape[3];
+  g.kernel_x = kernel_x;
+  g.kernel_y = kernel_y;
   g.out_x = output_size[0];
   g.out_y = output_size[1];
   g.s_x = s[0];
@@ -48,6 +47,14 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, at::In
   g.p_x = p[0];
   g.p_y = p[1];
   return g;
+}
+
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef s, at::IntArrayRef d,
+                       at::IntArrayRef p, at::IntArrayRef output_size) {
+  TORCH_CHECK(weight.dim() == 4, "mcorrlcorr: weight must be (C_out, C_in, Kx, Ky), got ", weight.sizes());
+  TORCH_CHECK(input.dim() == 4 && weight.size(1) == input.size(1), "mcorrlcorr: weight has ", weight.size(1),
+              " input channels but input has shape ", input.sizes());
+  return geometry_of(input.sizes(), weight.size(2), weight.size(3), s, d, p, output_size);
 }
 
 Geometry slice_of(Geometry g, int64_t batch) {
@@ -60,9 +67,9 @@ int64_t slice_length(const Geometry& g) {
   return std::max<int64_t>(1, std::min<int64_t>(g.batch, kColumnsBudget / per_example));
 }
 
-// (batch, C*Kx*Ky, X_out*Y_out) columns of a contiguous input slice.
+// (C*Kx*Ky, batch * X_out*Y_out) columns of a contiguous input slice.
 at::Tensor columns_of(const at::Tensor& input, const Geometry& g) {
-  auto columns = at::empty({g.batch, g.column_rows(), g.column_length()}, input.options());
+  auto columns = at::empty({g.column_rows(), g.batch * g.column_length()}, input.options());
 #ifdef SPEECHBED_MELLIN_WITH_CUDA
   if (input.is_cuda()) {
     spec2col_cuda(input, columns, g);
@@ -105,8 +112,8 @@ at::Tensor mcorrlcorr_forward(const at::Tensor& input_any, const at::Tensor& wei
   for (int64_t start = 0; start < g.batch; start += step) {
     const int64_t length = std::min(step, g.batch - start);
     const auto columns = columns_of(input.narrow(0, start, length), slice_of(g, length));
-    auto target = output_flat.narrow(0, start, length);
-    at::bmm_out(target, weight_matrix.unsqueeze(0).expand({length, out_channels, g.column_rows()}), columns);
+    const auto product = at::mm(weight_matrix, columns).view({out_channels, length, g.column_length()});
+    output_flat.narrow(0, start, length).copy_(product.transpose(0, 1));
   }
   if (bias.has_value() && bias->defined()) {
     output.add_(bias->view({1, out_channels, 1, 1}));
@@ -123,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mcorrlcorr_backward(
   const int64_t out_channels = weight.size(0);
   const auto grad_output = grad_output_any.contiguous().view({g.batch, out_channels, g.column_length()});
   const auto weight_matrix = weight.view({out_channels, g.column_rows()});
-  const auto weight_transposed = weight_matrix.t().unsqueeze(0);
+  const auto weight_transposed = weight_matrix.t();
 
   at::Tensor grad_input, grad_weight, grad_bias;
   if (output_mask[0]) grad_input = at::empty_like(input);
@@ -134,20 +141,59 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mcorrlcorr_backward(
   for (int64_t start = 0; start < g.batch && (output_mask[0] || output_mask[1]); start += step) {
     const int64_t length = std::min(step, g.batch - start);
     const Geometry slice = slice_of(g, length);
-    const auto grad_slice = grad_output.narrow(0, start, length);
+    // (C_out, slice * X_out * Y_out), the column order of the columns matrix
+    const auto grad_slice =
+        grad_output.narrow(0, start, length).transpose(0, 1).reshape({out_channels, length * g.column_length()});
     if (output_mask[1]) {
       const auto columns = columns_of(input.narrow(0, start, length), slice);
-      grad_weight.add_(at::bmm(grad_slice, columns.transpose(1, 2)).sum(0));
+      grad_weight.addmm_(grad_slice, columns.t());
     }
     if (output_mask[0]) {
-      const auto grad_columns =
-          at::bmm(weight_transposed.expand({length, g.column_rows(), out_channels}), grad_slice);
+      const auto grad_columns = at::mm(weight_transposed, grad_slice);
       auto target = grad_input.narrow(0, start, length);
       input_gradient_of(grad_columns, target, slice);
     }
   }
   if (output_mask[1]) grad_weight = grad_weight.view_as(weight);
   return {grad_input, grad_weight, grad_bias};
+}
+
+// The columns matrix and its adjoint on their own, for tests. With `elementwise`, the CPU runs
+// the per-entry bodies of the CUDA kernels (column_entry, input_gradient_entry) instead of the
+// row loops of mellin_cpu.h, so the CUDA index logic is checked on machines without a GPU.
+at::Tensor columns_op(const at::Tensor& input_any, at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d,
+                      at::IntArrayRef p, at::IntArrayRef output_size, bool elementwise) {
+  const auto input = input_any.contiguous();
+  TORCH_CHECK(kernel_size.size() == 2, "columns: kernel_size must be a pair");
+  const Geometry g = geometry_of(input.sizes(), kernel_size[0], kernel_size[1], s, d, p, output_size);
+  if (!elementwise || input.is_cuda()) return columns_of(input, g);
+  auto columns = at::empty({g.column_rows(), g.batch * g.column_length()}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "column_entry", [&] {
+    spec2col_elementwise_cpu<scalar_t>(input.const_data_ptr<scalar_t>(), columns.mutable_data_ptr<scalar_t>(), g);
+  });
+  return columns;
+}
+
+at::Tensor columns_adjoint_op(const at::Tensor& grad_columns_any, at::IntArrayRef input_shape,
+                              at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d, at::IntArrayRef p,
+                              at::IntArrayRef output_size, bool elementwise) {
+  const auto grad_columns = grad_columns_any.contiguous();
+  TORCH_CHECK(kernel_size.size() == 2, "columns_adjoint: kernel_size must be a pair");
+  const Geometry g = geometry_of(input_shape, kernel_size[0], kernel_size[1], s, d, p, output_size);
+  TORCH_CHECK(grad_columns.dim() == 2 && grad_columns.size(0) == g.column_rows() &&
+                  grad_columns.size(1) == g.batch * g.column_length(),
+              "columns_adjoint: grad_columns must be (", g.column_rows(), ", ", g.batch * g.column_length(),
+              "), got ", grad_columns.sizes());
+  auto grad_input = at::empty(input_shape, grad_columns.options());
+  if (!elementwise || grad_columns.is_cuda()) {
+    input_gradient_of(grad_columns, grad_input, g);
+    return grad_input;
+  }
+  AT_DISPATCH_FLOATING_TYPES(grad_columns.scalar_type(), "input_gradient_entry", [&] {
+    col2spec_elementwise_cpu<scalar_t>(grad_columns.const_data_ptr<scalar_t>(),
+                                       grad_input.mutable_data_ptr<scalar_t>(), g);
+  });
+  return grad_input;
 }
 
 namespace {
@@ -210,17 +256,27 @@ TORCH_LIBRARY(speechbed_mellin, m) {
   m.def(
       "mcorrlcorr_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] s, int[2] d, int[2] p, "
       "int[2] output_size, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "columns(Tensor input, int[2] kernel_size, int[2] s, int[2] d, int[2] p, int[2] output_size, "
+      "bool elementwise) -> Tensor");
+  m.def(
+      "columns_adjoint(Tensor grad_columns, int[4] input_shape, int[2] kernel_size, int[2] s, int[2] d, "
+      "int[2] p, int[2] output_size, bool elementwise) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(speechbed_mellin, CPU, m) {
   m.impl("mcorrlcorr", &mcorrlcorr_forward);
   m.impl("mcorrlcorr_backward", &mcorrlcorr_backward);
+  m.impl("columns", &columns_op);
+  m.impl("columns_adjoint", &columns_adjoint_op);
 }
 
 #ifdef SPEECHBED_MELLIN_WITH_CUDA
 TORCH_LIBRARY_IMPL(speechbed_mellin, CUDA, m) {
   m.impl("mcorrlcorr", &mcorrlcorr_forward);
   m.impl("mcorrlcorr_backward", &mcorrlcorr_backward);
+  m.impl("columns", &columns_op);
+  m.impl("columns_adjoint", &columns_adjoint_op);
 }
 #endif
 

@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from speechbed.mellin import extension, mcorr1d, mcorrlcorr
+from speechbed.mellin import extension, mcorr1d, mcorrlcorr, spec2col
 from speechbed.mellin.extension import MellinExtensionUnavailable
 
 F64 = torch.float64
@@ -116,3 +116,35 @@ def test_gpu_gradcheck(path):
             return mcorrlcorr(*tensors, s=(s, 1), d=(d, 2), p=(p, 1), r=(r, 0), path=path)
 
         assert torch.autograd.gradcheck(op, (spectrum, weight, bias))
+
+
+def extension_columns(spectrum, kernel_size, s, d, p, size, elementwise):
+    return torch.ops.speechbed_mellin.columns(
+        spectrum, list(kernel_size), list(s), list(d), list(p), list(size), elementwise
+    )
+
+
+@needs_compiler
+@pytest.mark.parametrize("elementwise", [False, True], ids=["row_kernels", "cuda_bodies_on_cpu"])
+def test_extension_columns_and_adjoint_match_spec2col(elementwise):
+    # The columns matrix is spec2col's (N, C, Kx, Ky, X_out, Y_out) as (C*Kx*Ky, N*X_out*Y_out);
+    # its adjoint must satisfy <columns(g), h> == <g, adjoint(h)> for every g, h.
+    extension.load(strict=True)
+    torch.manual_seed(11)
+    for s, d, p, r in [
+        ((1, 1), (1, 1), (0, 0), (0, 0)),
+        ((2, 3), (3, 2), (1, 3), (2, 1)),
+        ((3, 2), (1, 3), (3, 1), (2, 2)),
+    ]:
+        spectrum = torch.randn(2, 3, 13, 7, dtype=F64)
+        expected = spec2col(spectrum, (2, 3), s, d, p, r)
+        size = tuple(expected.shape[-2:])
+        columns = extension_columns(spectrum, (2, 3), s, d, p, size, elementwise)
+        torch.testing.assert_close(
+            columns, expected.permute(1, 2, 3, 0, 4, 5).reshape(columns.shape)
+        )
+        probe = torch.randn_like(columns)
+        adjoint = torch.ops.speechbed_mellin.columns_adjoint(
+            probe, list(spectrum.shape), [2, 3], list(s), list(d), list(p), list(size), elementwise
+        )
+        torch.testing.assert_close((columns * probe).sum(), (spectrum * adjoint).sum())
