@@ -173,3 +173,11 @@ def test_any_pipeline_document_plans_or_gives_a_clear_error(
         assert str(error).startswith(str(source))
     else:
         assert all(job.script.is_file() and job.num_gpus <= len(gpus) for job in pipeline.jobs)
+
+
+def test_unusable_lease_folder(tmp_path, testbed_env, recording_job, capsys):
+    (tmp_path / "not_a_folder").write_text("")
+    testbed_env["SPEECHBED_LEASE_DIR"] = str(tmp_path / "not_a_folder")
+    text = "jobs:\n  - {script: record_job.py, config: job.yml, num_gpus: 1}\n"
+    error = run_bad(tmp_path, testbed_env, capsys, text, "--gpus", "0")
+    assert "lease folder" in error and "SPEECHBED_LEASE_DIR" in error

@@ -9,6 +9,7 @@ descriptor is close-on-exec: jobs never inherit (and so never prolong) a lease.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -34,14 +35,26 @@ class GpuLeases:
         self._held: dict[int, int] = {}  # device -> open lock file descriptor
 
     def prepare(self) -> None:
-        """Create the lease folder (before anything starts, so a bad folder stops the run)."""
+        """Create the lease folder (before anything starts, so a bad folder stops the run).
+
+        A folder this process creates is shared like /tmp (sticky, writable by all), so
+        every user's pipelines on the machine lease through the same lock files.
+        """
         try:
-            self.lease_dir.mkdir(parents=True, exist_ok=True)
+            self.lease_dir.mkdir(parents=True)
+            self.lease_dir.chmod(0o1777)
+        except FileExistsError:
+            pass
         except OSError as error:
             raise UserInputError(
                 f"cannot create the GPU lease folder {self.lease_dir} ({error}); "
                 "set SPEECHBED_LEASE_DIR to a writable folder"
             ) from None
+        if not self.lease_dir.is_dir() or not os.access(self.lease_dir, os.W_OK | os.X_OK):
+            raise UserInputError(
+                f"the GPU lease folder {self.lease_dir} is not a writable folder; "
+                "set SPEECHBED_LEASE_DIR to one every pipeline on this machine can use"
+            )
 
     def held(self) -> set[int]:
         return set(self._held)
@@ -51,7 +64,14 @@ class GpuLeases:
         if device in self._held:
             return False
         path = self.lease_dir / f"gpu-{device}.lock"
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        writable = True
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            with contextlib.suppress(OSError):  # so other users can open it too
+                os.fchmod(descriptor, 0o666)
+        except PermissionError:  # another user's lock file: flock works on a read-only one
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            writable = False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,9 +80,9 @@ class GpuLeases:
         except BaseException:
             os.close(descriptor)
             raise
-        # For a person looking at the folder: who holds it (the lock itself is the truth).
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # for a person looking at the folder: who holds it (the lock is the truth)
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
         self._held[device] = descriptor
         return True
 
