@@ -18,6 +18,9 @@ from pathlib import Path
 
 from speechbed.errors import UserInputError
 
+# The folder is writable by everyone: never follow a link planted in it.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 
 def default_lease_dir(environ: Mapping[str, str]) -> Path:
     """``SPEECHBED_LEASE_DIR``, else ``<tmp>/speechbed-gpu-leases`` (as in default.sh)."""
@@ -66,11 +69,11 @@ class GpuLeases:
         path = self.lease_dir / f"gpu-{device}.lock"
         writable = True
         try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW, 0o666)
             with contextlib.suppress(OSError):  # so other users can open it too
                 os.fchmod(descriptor, 0o666)
         except PermissionError:  # another user's lock file: flock works on a read-only one
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NO_FOLLOW)
             writable = False
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
