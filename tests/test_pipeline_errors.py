@@ -181,3 +181,20 @@ def test_unusable_lease_folder(tmp_path, testbed_env, recording_job, capsys):
     text = "jobs:\n  - {script: record_job.py, config: job.yml, num_gpus: 1}\n"
     error = run_bad(tmp_path, testbed_env, capsys, text, "--gpus", "0")
     assert "lease folder" in error and "SPEECHBED_LEASE_DIR" in error
+
+
+def test_a_planted_link_in_the_lease_folder_is_refused(
+    tmp_path, testbed_env, recording_job, capsys
+):
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / "gpu-0.lock").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "p.yml").write_text(
+        "jobs:\n  - {script: record_job.py, config: job.yml, num_gpus: 1}\n"
+    )
+    code = main(
+        ["-y", str(tmp_path / "p.yml"), "--gpus", "0"], environ=testbed_env, stream=io.StringIO()
+    )
+    error = capsys.readouterr().err
+    assert code == 2 and "gpu-0.lock" in error and "Traceback" not in error
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "events.jsonl").exists()

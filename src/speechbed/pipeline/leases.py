@@ -69,12 +69,20 @@ class GpuLeases:
         path = self.lease_dir / f"gpu-{device}.lock"
         writable = True
         try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW, 0o666)
-            with contextlib.suppress(OSError):  # so other users can open it too
-                os.fchmod(descriptor, 0o666)
-        except PermissionError:  # another user's lock file: flock works on a read-only one
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NO_FOLLOW)
-            writable = False
+            try:
+                descriptor = os.open(
+                    path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW, 0o666
+                )
+                with contextlib.suppress(OSError):  # so other users can open it too
+                    os.fchmod(descriptor, 0o666)
+            except PermissionError:  # another user's lock file: flock works on a read-only one
+                descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NO_FOLLOW)
+                writable = False
+        except OSError as error:
+            raise UserInputError(
+                f"cannot open the GPU lease file {path} ({error}); remove it or set "
+                "SPEECHBED_LEASE_DIR to another folder"
+            ) from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
