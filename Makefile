@@ -59,7 +59,7 @@ experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [n
 	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run)
 
 demo: install  ## synthetic corpus -> feature caches -> demo sweep (lcorr + mcorr) -> analysis; resumes, instant when done
-	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run && $(PY) scripts/analyze.py -y experiments/out/$(basename $(notdir $(demo_experiment)))/analyze.yml
+	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run && $(PY) scripts/report.py "$$ARTIFACTS_DIRECTORY/$(basename $(notdir $(demo_experiment)))/analysis"
 
 tensorboard: install  ## serve ${ARTIFACTS_DIRECTORY} with TensorBoard on loopback [args="--port N | --host 0.0.0.0 | --stop"]
 	$(WITH_ENV) $(PY) -m speechbed.services tensorboard $(args)

@@ -28,7 +28,7 @@ TINY_CHANGES = {
         "window_size": 4, "window_stride": 3, "convolutional_layers": 1,
         "convolutional_initial_channels": 2, "recurrent_size": 8, "recurrent_layers": 1,
     },
-    "training": {"num_epochs": 2},
+    "training": {"num_epochs": 1},
     "evaluation": {"beam_width": 2},
     "report": {"tensorboard": True, "comet": False, "google_sheet": True},
 }  # fmt: skip
@@ -94,9 +94,12 @@ def test_demo_runs_every_step_and_prints_the_table(demo):
     assert sorted(statistics["n"]) == [2, 2, 2, 2]
     for partition in ("dev", "test"):  # the means are the runs' means, condition by condition
         for condition, group in runs.groupby("condition"):
-            row = statistics.query("condition == @condition and partition == @partition")
+            row = statistics[
+                (statistics["condition"] == condition) & (statistics["partition"] == partition)
+            ]
             assert row["mean"].item() == pytest.approx(group[f"{partition}_per"].mean())
     assert "PER (%) per condition and partition" in first.stdout
+    assert first.stdout.count("| convolutional_mellin=") >= 4  # one row per condition and partition
     assert str(artifacts / "analysis" / "per_by_condition.png") in first.stdout
     assert "skipped: no Google credentials" in first.stdout
     for run_dir in runs["run_dir"]:
