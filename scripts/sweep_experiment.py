@@ -36,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.num_jobs < 1 or arguments.num_gpus < 0:
             raise UserInputError("num_jobs must be >= 1 and num_gpus >= 0")
         experiment = load_experiment(arguments.yml)
-        check_gpus(arguments.num_gpus, arguments.gpus, os.environ)
+        check_gpus(arguments.num_gpus, arguments.gpus, os.environ, experiment)
         missing = check_inputs(experiment, os.environ, experiment.expansion.populate_cache)
         if missing:
             listed = "\n  ".join(missing)
             raise UserInputError(
-                f"{arguments.yml}: the runs need inputs that are missing:\n  {listed}"
+                f"{arguments.yml}: the runs need inputs that are missing:\n  {listed}\n"
+                "prepare the corpus first (make pipeline yml=data_prep/<corpus>/pipeline.yml)"
             )
         written = write_experiment(
             experiment,

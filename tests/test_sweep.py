@@ -274,3 +274,17 @@ def test_the_timit_study_is_two_features_times_twenty_seeds(name, mellin):
         assert run.config["data"]["cache_directory"].endswith("/" + feature)
     assert sorted(by_condition) == ["feature=fbank-81-10ms", "feature=sigbank-41-2ms"]
     assert all(sorted(seeds) == list(range(1, 21)) for seeds in by_condition.values())
+
+
+def test_cuda_runs_without_gpus_are_refused_before_anything_runs(tmp_path):
+    from speechbed.sweep.experiment import check_gpus
+
+    text = EXPERIMENT.replace(
+        "training: {num_epochs: 1}", "training: {num_epochs: 1, device: cuda}"
+    )
+    experiment = load_experiment(_write_experiment(tmp_path, text))
+    with pytest.raises(UserInputError, match="training.device: cuda, but num_gpus is 0"):
+        check_gpus(0, None, {}, experiment)
+    with pytest.raises(UserInputError, match="asks for 1 GPU"):
+        check_gpus(1, "", {}, experiment)
+    check_gpus(1, "3", {}, experiment)  # one fake GPU is enough

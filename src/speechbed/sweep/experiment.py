@@ -184,8 +184,24 @@ def check_inputs(
     return missing
 
 
-def check_gpus(num_gpus: int, gpus: str | None, environ: Mapping[str, str]) -> None:
-    """A job asking for more GPUs than the machine has fails before anything runs."""
+def check_gpus(
+    num_gpus: int,
+    gpus: str | None,
+    environ: Mapping[str, str],
+    experiment: Experiment | None = None,
+) -> None:
+    """A job asking for more GPUs than the machine has fails before anything runs, and so
+    does a run set to train or decode on CUDA without a GPU to lease."""
+    if experiment is not None and num_gpus == 0:
+        for run in experiment.runs:
+            for section in ("training", "evaluation"):
+                if run.config.get(section, {}).get("device") == "cuda":
+                    raise UserInputError(
+                        f"{experiment.source}: runs set {section}.device: cuda, but num_gpus is 0; "
+                        "give num_gpus=1 (or more), or sweep the device to cpu"
+                    )
+    if experiment is not None and experiment.expansion.populate_cache:
+        num_gpus = max(num_gpus, 1 if experiment.cache.device == "cuda" else 0)
     if num_gpus == 0:
         return
     from speechbed.pipeline.inventory import discover_gpus
