@@ -5,6 +5,7 @@ The store is written from random frames made here, so every value read back is c
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 
 import numpy as np
@@ -62,9 +63,20 @@ def test_round_trip_ids_frames_tokens_and_attributes(store):
     np.testing.assert_array_equal(cache.all_feats(), np.concatenate(feats))
     for index in np.random.default_rng(1).permutation(len(ids)):  # out of store order
         np.testing.assert_array_equal(cache.feats(index), feats[index])
-    picked = [5, 4, 0, 22, 5]  # out of order, an empty one, a repeat
-    for index, block in zip(picked, cache.feats_many(picked), strict=True):
-        np.testing.assert_array_equal(block, feats[index])
+    rng = np.random.default_rng(2)
+    batches = [[5, 4, 0, 22, 5]] + [
+        rng.integers(0, len(ids), size=rng.integers(2, 9)) for _ in range(20)
+    ]
+    for picked in batches:  # out of order, empty utterances, repeats, shared chunks
+        for index, block in zip(picked, cache.feats_many(picked), strict=True):
+            np.testing.assert_array_equal(block, feats[index])
+
+    async def inside_a_running_loop():  # as in a notebook
+        return cache.feats_many([3, 1])
+
+    three, one = asyncio.run(inside_a_running_loop())
+    np.testing.assert_array_equal(three, feats[3])
+    np.testing.assert_array_equal(one, feats[1])
     in_memory = FeatureCache(path, in_memory=True)
     for index in (0, 4, 22):
         np.testing.assert_array_equal(in_memory.feats(index), feats[index])

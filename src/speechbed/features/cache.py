@@ -13,6 +13,8 @@ Layout of ``<partition>.zarr``:
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 import shutil
 from collections.abc import Sequence
@@ -25,8 +27,9 @@ from zarr.codecs import BloscCodec
 
 from speechbed.errors import UserInputError
 
-#: Uncompressed bytes per chunk of ``feats``: a few utterances, so one read decodes little.
-CHUNK_BYTES = 1 << 18
+#: Uncompressed bytes per chunk of ``feats``: a few utterances (fewer, larger reads are faster
+#: through zarr; a random utterance still decodes at most two chunks).
+CHUNK_BYTES = 1 << 20
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _REQUIRED_ARRAYS = ("feats", "offsets", "utt_ids", "tokens", "token_offsets")
 
@@ -163,9 +166,17 @@ class FeatureCache:
         self._index = {utt_id: index for index, utt_id in enumerate(self.ids)}
         self._feats: zarr.Array | None = None
         self._opened_in: int | None = None
-        self._in_memory: np.ndarray | None = group["feats"][:] if in_memory else None
+        self._in_memory: np.ndarray | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._chunk_frames = int(group["feats"].chunks[0])
         self._recent: tuple[int, np.ndarray] = (0, np.zeros((0, self.num_features), np.float32))
+        if in_memory:
+            self.load_into_memory()
+
+    def load_into_memory(self) -> None:
+        """Read every frame now, in one bulk read; later reads are slices of memory."""
+        if self._in_memory is None:
+            self._in_memory = self._frames_array()[:]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -195,8 +206,21 @@ class FeatureCache:
     def _frames_array(self) -> zarr.Array:
         if self._feats is None or self._opened_in != os.getpid():
             self._feats = zarr.open_array(self.path / "feats", mode="r")
+            self._loop = None  # a loop made in a parent process is no use here
             self._opened_in = os.getpid()
         return self._feats
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """This process's loop for concurrent reads, kept so its worker threads are reused."""
+        self._frames_array()
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def _chunk_span(self, start: int, end: int) -> tuple[int, int]:
+        """The frames of the whole chunks that hold frames ``start:end``."""
+        size = self._chunk_frames
+        return start // size * size, -(-end // size) * size
 
     def feats(self, index: int) -> np.ndarray:
         """Frames of utterance ``index``: float32 (frames, dims)."""
@@ -207,23 +231,42 @@ class FeatureCache:
         # utterances in store order decodes each chunk once
         first, frames = self._recent
         if not (first <= start and end <= first + len(frames)):
-            first = start // self._chunk_frames * self._chunk_frames
-            last = -(-end // self._chunk_frames) * self._chunk_frames
+            first, last = self._chunk_span(start, end)
             frames = self._frames_array()[first:last]
             self._recent = (first, frames)
         return frames[start - first : end - first].copy()
 
     def feats_many(self, indices: Sequence[int]) -> list[np.ndarray]:
-        """Frames of several utterances, fetched in one read of the store."""
+        """Frames of several utterances: each chunk they touch is read once, reads concurrent."""
         if self._in_memory is not None or len(indices) < 2:
             return [self.feats(index) for index in indices]
-        starts = self.offsets[np.asarray(indices)]
-        counts = self.offsets[np.asarray(indices) + 1] - starts
-        if counts.sum() == 0:
-            return [np.zeros((0, self.num_features), np.float32) for _ in indices]
-        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
-        frames = self._frames_array().get_orthogonal_selection((rows, slice(None)))
-        return np.split(frames, np.cumsum(counts)[:-1])
+        bounds = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in indices]
+        spans: list[list[int]] = []  # merged whole-chunk spans, in store order
+        for first, last in sorted({self._chunk_span(s, e) for s, e in bounds if e > s}):
+            if spans and first <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], last)
+            else:
+                spans.append([first, last])
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop here, so use our own
+            blocks = self._event_loop().run_until_complete(self._read_concurrently(spans))
+        else:  # inside a running loop (a notebook): one read after another
+            blocks = [self._frames_array()[first:last] for first, last in spans]
+        starts = [first for first, _ in spans]
+        result = []
+        for start, end in bounds:
+            if end == start:
+                result.append(np.zeros((0, self.num_features), np.float32))
+                continue
+            span = bisect.bisect_right(starts, start) - 1
+            result.append(blocks[span][start - starts[span] : end - starts[span]].copy())
+        return result
+
+    async def _read_concurrently(self, spans: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        frames = self._frames_array().async_array
+        reads = [frames.getitem((slice(first, last), slice(None))) for first, last in spans]
+        return [np.asarray(block) for block in await asyncio.gather(*reads)]
 
     def all_feats(self) -> np.ndarray:
         """Every frame of the store in one read: float32 (total frames, dims)."""
@@ -239,5 +282,6 @@ class FeatureCache:
         state = self.__dict__.copy()
         state["_feats"] = None
         state["_opened_in"] = None
+        state["_loop"] = None
         state["_recent"] = (0, np.zeros((0, self.num_features), np.float32))
         return state
