@@ -90,6 +90,7 @@ def test_padding_never_changes_an_utterances_outputs(mellin, options):
     config = ModelConfig(**{**TINY, **options, "convolutional_mellin": mellin})
     model = build_model(config, 7, seed=1).eval()
     generator = torch.Generator().manual_seed(0)
+    model.fit_input_normalization(torch.rand(50, 7, generator=generator))
     lengths = torch.tensor([23, 5, 14, 1])
     batch = torch.randn(4, 30, 7, generator=generator) * 3  # garbage past each length
     with torch.no_grad():
@@ -144,3 +145,22 @@ def test_both_kinds_of_model_learn_a_fixed_batch(mellin):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.25 * losses[0]
+
+
+def test_input_normalization_standardizes_the_compressed_training_frames():
+    import numpy as np
+
+    config = ModelConfig(**TINY, use_log_compression=True)
+    model = build_model(config, 4, seed=0)
+    generator = np.random.default_rng(0)
+    frames = generator.gamma(0.5, 0.01, size=(500, 4))  # power-like: positive, skewed, small
+    model.fit_input_normalization(torch.from_numpy(frames).float())
+    # reference in float64 numpy: log(|x| + e^-10), then per-bin mean and (unbiased) std
+    compressed = np.log(np.abs(frames) + np.exp(-10.0))
+    np.testing.assert_allclose(model.input_mean.numpy(), compressed.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(model.input_std.numpy(), compressed.std(0, ddof=1), rtol=1e-5)
+    standardized = model.standardize(torch.from_numpy(frames).float()).detach().double()
+    np.testing.assert_allclose(standardized.mean(0).numpy(), 0, atol=1e-4)
+    np.testing.assert_allclose(standardized.std(0).numpy(), 1, atol=1e-4)
+    # the statistics travel with the parameters
+    assert {"input_mean", "input_std"} <= set(model.state_dict())

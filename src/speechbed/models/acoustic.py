@@ -21,12 +21,17 @@ BLANK_INDEX = len(PHONES_48)
 _RECURRENT = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
 
 
+#: Where the learnable floor of the log compression starts: e^-10 ~ 4.5e-5, about 50 dB under
+#: the mean power of a filterbank channel, so quiet bins are not all flattened to the floor.
+INITIAL_LOG_EPSILON = -10.0
+
+
 class LogCompression(nn.Module):
-    """log(|x| + e^epsilon) with a learnable epsilon (starts at 0: log(|x| + 1))."""
+    """log(|x| + e^epsilon) with a learnable epsilon (starting at INITIAL_LOG_EPSILON)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.log_epsilon = nn.Parameter(torch.zeros(()))
+        self.log_epsilon = nn.Parameter(torch.tensor(INITIAL_LOG_EPSILON))
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return torch.log(windows.abs() + self.log_epsilon.exp())
@@ -63,6 +68,10 @@ class AcousticModel(nn.Module):
         self.num_features = num_features
         self.one_dimensional = num_features == 1
         self.log_compression = LogCompression() if config.use_log_compression else None
+        # per-bin standardisation of the (compressed) input, fitted to training data by
+        # fit_input_normalization; identity until then, saved with the parameters
+        self.register_buffer("input_mean", torch.zeros(num_features))
+        self.register_buffer("input_std", torch.ones(num_features))
         self.lift = Lift() if config.use_lift else None
         shapes = plan_layers(
             config.convolutional_layers,
@@ -103,6 +112,23 @@ class AcousticModel(nn.Module):
         self.dropout = nn.Dropout(dropout_prob)
         self.output = nn.Linear(output_size, NUM_CLASSES)
 
+    def standardize(self, values: torch.Tensor) -> torch.Tensor:
+        """Log-compress (when on), then standardise each feature bin (the last axis, or F = 1)."""
+        if self.log_compression is not None:
+            values = self.log_compression(values)
+        if self.one_dimensional:
+            return (values - self.input_mean[0]) / self.input_std[0]
+        return (values - self.input_mean) / self.input_std
+
+    @torch.no_grad()
+    def fit_input_normalization(self, frames: torch.Tensor) -> None:
+        """Set the per-bin mean and std from (M, F) training frames, as the model sees them."""
+        self.input_mean.zero_()
+        self.input_std.fill_(1.0)
+        compressed = self.standardize(frames.to(self.input_mean.device, torch.float64)).float()
+        self.input_mean.copy_(compressed.mean(dim=0))
+        self.input_std.copy_(compressed.std(dim=0).clamp_min(1e-5))
+
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,8 +143,7 @@ class AcousticModel(nn.Module):
         images = windows.reshape(batch * num_windows, 1, *windows.shape[2:])
         if self.one_dimensional:
             images = images.squeeze(-1)
-        if self.log_compression is not None:
-            images = self.log_compression(images)
+        images = self.standardize(images)
         if self.lift is not None:
             images = self.lift(images)
         images = self.convolutions(images)

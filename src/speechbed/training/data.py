@@ -51,6 +51,15 @@ def open_loader(
     )
 
 
+def sample_frames(dataset: CachedUtterances, max_utterances: int = 256) -> torch.Tensor:
+    """Frames of up to ``max_utterances`` evenly spaced utterances: a fixed sample for statistics."""
+    count = len(dataset)
+    picked = sorted(
+        {index * count // max_utterances for index in range(min(count, max_utterances))}
+    )
+    return torch.cat([dataset[index].feats for index in picked])
+
+
 def num_features(loader: DataLoader) -> int:
     """Feature dimensions of the loader's cache."""
     return int(loader.dataset[0].feats.shape[1])

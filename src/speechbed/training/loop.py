@@ -32,7 +32,7 @@ from speechbed.training.checkpoints import (
     save_atomically,
 )
 from speechbed.training.config import RunConfig, TrainingConfig
-from speechbed.training.data import num_features, open_loader
+from speechbed.training.data import num_features, open_loader, sample_frames
 from speechbed.training.run_log import RunLog
 from speechbed.training.stopping import EarlyStopping
 
@@ -186,7 +186,9 @@ def train_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
         config.data, config.data.dev_partition, shuffle=False, generator=torch.Generator()
     )
     features = num_features(train_loader)
-    model = build_model(config.model, features, config.model_seed, training.dropout_prob).to(device)
+    model = build_model(config.model, features, config.model_seed, training.dropout_prob)
+    model.fit_input_normalization(sample_frames(train_loader.dataset))
+    model = model.to(device)
     optimizer = make_optimizer(training, model)
     scheduler = make_scheduler(training, optimizer)
     stopper = EarlyStopping(
