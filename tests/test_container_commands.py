@@ -357,3 +357,14 @@ def test_make_targets_call_the_container_module() -> None:
     assert f"{module} build --build-arg A=1" in dry_run.stdout
     assert f"{module} run --gpus 1 -- python -V" in dry_run.stdout
     assert f"{module} shell --gpus 1" in dry_run.stdout
+
+
+def test_command_line_explains_a_missing_engine(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "speechbed.pipeline.container", "shell"],
+        env={**os.environ, "PATH": str(tmp_path), "CONTAINER_ENGINE": "docker"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "docker (CONTAINER_ENGINE) is not installed" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -582,6 +582,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(environ.get("SPEECHBED_ROOT") or Path(__file__).resolve().parents[3])
     try:
         settings = ContainerSettings.from_environment(environ)
+        if shutil.which(settings.engine) is None:
+            raise UserInputError(
+                f"{settings.engine} (CONTAINER_ENGINE) is not installed or not on PATH; "
+                "install it or set CONTAINER_ENGINE=docker|podman"
+            )
         if arguments.action == "build":
             command = build_command(settings, root, [item for item in unknown if item != "--"])
             print(f"$ {shlex.join(command)}", file=sys.stderr)
