@@ -29,22 +29,6 @@ def _samples(milliseconds: float, sampling_rate: float) -> int:
     return int(0.001 * milliseconds * sampling_rate)
 
 
-def fast_fft_length(minimum: int) -> int:
-    """The smallest 2^a 3^b 5^c at least ``minimum`` (cheap FFT sizes)."""
-    best = 1 << max(0, math.ceil(math.log2(max(1, minimum))))
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            size = power35
-            while size < minimum:
-                size *= 2
-            best = min(best, size)
-            power35 *= 3
-        power5 *= 5
-    return best
-
-
 def _pad_batch(signals: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     longest = max(len(signal) for signal in signals)
     batch = np.zeros((len(signals), longest), dtype=np.float32)
@@ -136,7 +120,8 @@ class SigbankComputer:
     window two shifts long, one frame per shift, the window centred on the frame's sample;
     optionally coefficient 0 integrates the signal's own modulus. The signal is zero outside.
 
-    Filtering is one FFT convolution per utterance and filter (whole utterances at once).
+    Filtering is overlap-save FFT convolution in 4096-point blocks (small FFTs stay in cache),
+    all blocks of a batch at once; each block's hop is whole shifts, so it integrates alone.
     """
 
     def __init__(self, settings: SigbankSettings, device: str | torch.device = "cpu") -> None:
@@ -175,12 +160,9 @@ class SigbankComputer:
     def _half_sums(self, values: torch.Tensor) -> torch.Tensor:
         """(..., n * shift) complex or real -> (..., n, 2): each block of ``shift`` samples'
         modulus dotted with the window's first and second half."""
-        modulus = self._modulus(values)
+        modulus = _modulus(values, self.settings.use_power)
         blocks = modulus.reshape(*modulus.shape[:-1], -1, self.frame_shift)
         return blocks @ self._window
-
-    def _modulus(self, values: torch.Tensor) -> torch.Tensor:
-        return _modulus(values, self.settings.use_power)
 
     @torch.no_grad()
     def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
