@@ -3,7 +3,9 @@
 scripts/compute_features.py builds caches; training reads them through the loader names below.
 """
 
+from speechbed.features.build import build_feature_cache
 from speechbed.features.cache import FeatureCache, FeatureStoreWriter
+from speechbed.features.computers import make_computer
 from speechbed.features.loader import (
     BucketBatchSampler,
     CachedUtterance,
@@ -31,7 +33,9 @@ __all__ = [
     "PaddedBatch",
     "RawSettings",
     "SigbankSettings",
+    "build_feature_cache",
     "collate_padded",
+    "make_computer",
     "resolve_feature",
     "settings_hash",
 ]
