@@ -1,7 +1,8 @@
-// Header-only CPU kernels of the Mellin ops (OpenMP): columns from the input, and their adjoint.
-// Included by mellin_ops.cpp; plain C++ on raw contiguous buffers.
+// Header-only CPU kernels of the Mellin ops (OpenMP): the Mellin rows tensor and its adjoint.
+// Included by mellin_ops.cpp; plain C++ on raw contiguous buffers (layouts in mellin_index.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "mellin_index.h"
@@ -11,66 +12,68 @@ namespace speechbed_mellin {
 // Below this many element copies a kernel runs on one thread: waking a team costs more.
 constexpr int64_t kParallelThreshold = 1 << 15;
 
-// columns[(i, a, c)][(n, x, y)] = input[n][i][mellin_source(x, a)][linear_source(y, c)], 0 off the input.
+// R[(n, x)][(a, i)][:] = zeros, then input row (n, i, mellin_source(x, a)) copied at offset p_y.
+// One task per (n, x, a), so the index arithmetic is done once for all channels; each row of R
+// is contiguous, so a task is a sequence of short copies.
 template <typename scalar_t>
-void spec2col_cpu(const scalar_t* input, scalar_t* columns, const Geometry& g) {
-  const int64_t tasks = g.batch * g.channels * g.kernel_x * g.kernel_y;
-#pragma omp parallel for schedule(static) if (tasks * g.column_length() > kParallelThreshold)
+void mellin_rows_cpu(const scalar_t* input, scalar_t* rows, const Geometry& g) {
+  const int64_t padded = g.padded_y();
+  const int64_t tasks = g.batch * g.out_x * g.kernel_x;
+  const int64_t plane = g.in_x * g.in_y;
+  // the part of a row of R that comes from the input: q in [first, last)
+  const int64_t first = std::min(g.p_y, padded);
+  const int64_t last = std::min(g.p_y + g.in_y, padded);
+  const bool single = padded == 1 && first == 0 && last == 1;  // 1-D ops: one element per row
+#pragma omp parallel for schedule(static) if (tasks * g.channels * padded > kParallelThreshold)
   for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t c = task % g.kernel_y;
-    const int64_t a = (task / g.kernel_y) % g.kernel_x;
-    const int64_t plane = task / (g.kernel_x * g.kernel_y);  // n * channels + i
-    const int64_t n = plane / g.channels;
-    const int64_t column_row = ((plane % g.channels) * g.kernel_x + a) * g.kernel_y + c;
-    const scalar_t* source_plane = input + plane * g.in_x * g.in_y;
-    scalar_t* row = columns + g.block_offset(column_row, n);
-    int64_t first, last;
-    linear_valid_range(c, g, &first, &last);
-    const int64_t offset = g.d_y * c - g.p_y;
-    for (int64_t x = 0; x < g.out_x; ++x) {
-      scalar_t* out = row + x * g.out_y;
-      const int64_t source_x = mellin_source(x, a, g.s_x, g.d_x, g.p_x, g.in_x);
-      if (source_x < 0) {
-        for (int64_t y = 0; y < g.out_y; ++y) out[y] = scalar_t(0);
-        continue;
-      }
-      const scalar_t* in = source_plane + source_x * g.in_y;
-      for (int64_t y = 0; y < first; ++y) out[y] = scalar_t(0);
-      if (g.s_y == 1) {
-        for (int64_t y = first; y < last; ++y) out[y] = in[y + offset];
-      } else {
-        for (int64_t y = first; y < last; ++y) out[y] = in[g.s_y * y + offset];
-      }
-      for (int64_t y = last; y < g.out_y; ++y) out[y] = scalar_t(0);
+    const int64_t a = task % g.kernel_x;
+    const int64_t x = (task / g.kernel_x) % g.out_x;
+    const int64_t n = task / (g.kernel_x * g.out_x);
+    scalar_t* out = rows + task * g.channels * padded;
+    const int64_t source_x = mellin_source(x, a, g.s_x, g.d_x, g.p_x, g.in_x);
+    if (source_x < 0) {
+      std::fill(out, out + g.channels * padded, scalar_t(0));
+      continue;
+    }
+    const scalar_t* in = input + n * g.channels * plane + source_x * g.in_y;
+    if (single) {
+      for (int64_t i = 0; i < g.channels; ++i) out[i] = in[i * plane];
+      continue;
+    }
+    for (int64_t i = 0; i < g.channels; ++i, out += padded, in += plane) {
+      std::fill(out, out + first, scalar_t(0));
+      std::copy(in, in + (last - first), out + first);
+      std::fill(out + last, out + padded, scalar_t(0));
     }
   }
 }
 
-// The adjoint of spec2col_cpu: grad_input[n][i][j][:] sums every column entry that read it.
-// Each task owns one input row, so no two threads write the same place.
+// The adjoint of mellin_rows_cpu: grad_input rows (n, :, j) sum the rows of grad_rows that
+// copied them. Each task owns (n, j) for all channels, so no two threads write the same place.
 template <typename scalar_t>
-void col2spec_cpu(const scalar_t* grad_columns, scalar_t* grad_input, const Geometry& g) {
-  const int64_t tasks = g.batch * g.channels * g.in_x;
-#pragma omp parallel for schedule(static) if (tasks * g.in_y * g.kernel_x > kParallelThreshold)
+void mellin_rows_adjoint_cpu(const scalar_t* grad_rows, scalar_t* grad_input, const Geometry& g) {
+  const int64_t padded = g.padded_y();
+  const int64_t tasks = g.batch * g.in_x;
+  const int64_t plane = g.in_x * g.in_y;
+  const int64_t length = std::max<int64_t>(0, std::min(g.in_y, padded - g.p_y));  // k with k + p_y < padded
+#pragma omp parallel for schedule(static) if (tasks * g.channels * g.in_y * g.kernel_x > kParallelThreshold)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t j = task % g.in_x;
-    const int64_t plane = task / g.in_x;
-    scalar_t* out = grad_input + task * g.in_y;
-    for (int64_t k = 0; k < g.in_y; ++k) out[k] = scalar_t(0);
+    const int64_t n = task / g.in_x;
+    scalar_t* out_first = grad_input + n * g.channels * plane + j * g.in_y;
+    for (int64_t i = 0; i < g.channels; ++i) std::fill(out_first + i * plane, out_first + i * plane + g.in_y, scalar_t(0));
     for (int64_t a = 0; a < g.kernel_x; ++a) {
       const int64_t x = mellin_target(j, a, g.s_x, g.d_x, g.p_x, g.out_x);
       if (x < 0) continue;
-      for (int64_t c = 0; c < g.kernel_y; ++c) {
-        const int64_t column_row = ((plane % g.channels) * g.kernel_x + a) * g.kernel_y + c;
-        const scalar_t* in = grad_columns + g.block_offset(column_row, plane / g.channels) + x * g.out_y;
-        int64_t first, last;
-        linear_valid_range(c, g, &first, &last);
-        const int64_t offset = g.d_y * c - g.p_y;
-        if (g.s_y == 1) {
-          for (int64_t y = first; y < last; ++y) out[y + offset] += in[y];
-        } else {
-          for (int64_t y = first; y < last; ++y) out[g.s_y * y + offset] += in[y];
-        }
+      const scalar_t* in = grad_rows + ((n * g.out_x + x) * g.kernel_x + a) * g.channels * padded + g.p_y;
+      if (length == 1) {
+        for (int64_t i = 0; i < g.channels; ++i) out_first[i * plane] += in[i * padded];
+        continue;
+      }
+      for (int64_t i = 0; i < g.channels; ++i) {
+        scalar_t* out = out_first + i * plane;
+        const scalar_t* source = in + i * padded;
+        for (int64_t k = 0; k < length; ++k) out[k] += source[k];
       }
     }
   }
@@ -79,17 +82,19 @@ void col2spec_cpu(const scalar_t* grad_columns, scalar_t* grad_input, const Geom
 // The per-entry bodies of the CUDA kernels, looped on CPU: slower than the row kernels above,
 // used only by the test ops to check the CUDA index logic without a GPU.
 template <typename scalar_t>
-void spec2col_elementwise_cpu(const scalar_t* input, scalar_t* columns, const Geometry& g) {
-  const int64_t elements = g.column_rows() * g.batch * g.column_length();
+void mellin_rows_elementwise_cpu(const scalar_t* input, scalar_t* rows, const Geometry& g) {
+  const int64_t elements = g.rows_numel();
 #pragma omp parallel for schedule(static) if (elements > kParallelThreshold)
-  for (int64_t index = 0; index < elements; ++index) columns[index] = column_entry(input, g, index);
+  for (int64_t index = 0; index < elements; ++index) rows[index] = mellin_rows_entry(input, g, index);
 }
 
 template <typename scalar_t>
-void col2spec_elementwise_cpu(const scalar_t* grad_columns, scalar_t* grad_input, const Geometry& g) {
+void mellin_rows_adjoint_elementwise_cpu(const scalar_t* grad_rows, scalar_t* grad_input, const Geometry& g) {
   const int64_t elements = g.batch * g.channels * g.in_x * g.in_y;
 #pragma omp parallel for schedule(static) if (elements > kParallelThreshold)
-  for (int64_t index = 0; index < elements; ++index) grad_input[index] = input_gradient_entry(grad_columns, g, index);
+  for (int64_t index = 0; index < elements; ++index) {
+    grad_input[index] = mellin_rows_adjoint_entry(grad_rows, g, index);
+  }
 }
 
 }  // namespace speechbed_mellin

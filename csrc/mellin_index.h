@@ -13,27 +13,20 @@
 namespace speechbed_mellin {
 
 // Sizes and parameters of one mcorrlcorr call: Mellin on axis x, linear on axis y.
-// The columns matrix is (channels * kernel_x * kernel_y, batch * out_x * out_y): rows ordered
-// (channel, a, c) like weight.view(C_out, -1), columns (n, x, y), so that one GEMM
-// weight_matrix @ columns gives the output of the whole batch as (C_out, batch, out_x * out_y).
+//
+// The kernels build the "Mellin rows" tensor R of shape (batch * out_x, kernel_x * channels,
+// padded_y): R[(n, x)][(a, i)][q] = input[n][i][(x+s_x)(a+d_x)/(p_x+1) - 1][q - p_y], 0 where the
+// row index is not an integer inside the input or q - p_y is outside [0, in_y). A linear
+// correlation of R along q (stride s_y, dilation d_y, weight (C_out, kernel_x * channels,
+// kernel_y)) is then exactly mcorrlcorr, as (batch * out_x, C_out, out_y).
 struct Geometry {
   int64_t batch, channels, in_x, in_y, kernel_x, kernel_y, out_x, out_y;
   int64_t s_x, s_y, d_x, d_y, p_x, p_y;
 
-  MELLIN_HOST_DEVICE int64_t column_rows() const { return channels * kernel_x * kernel_y; }
-  MELLIN_HOST_DEVICE int64_t column_length() const { return out_x * out_y; }
-  // Offset of the (out_x * out_y) block of example n in row `row` of the columns matrix.
-  MELLIN_HOST_DEVICE int64_t block_offset(int64_t row, int64_t n) const {
-    return (row * batch + n) * column_length();
-  }
+  // Length of a row of R: just long enough for out_y outputs of the linear correlation.
+  MELLIN_HOST_DEVICE int64_t padded_y() const { return s_y * (out_y - 1) + d_y * (kernel_y - 1) + 1; }
+  MELLIN_HOST_DEVICE int64_t rows_numel() const { return batch * out_x * kernel_x * channels * padded_y(); }
 };
-
-MELLIN_HOST_DEVICE inline int64_t floor_div(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-MELLIN_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
 // Input row read by output row x through Mellin tap a: (x+s)(a+d)/(p+1) - 1, or -1.
 MELLIN_HOST_DEVICE inline int64_t mellin_source(int64_t x, int64_t a, int64_t s, int64_t d, int64_t p,
@@ -53,69 +46,43 @@ MELLIN_HOST_DEVICE inline int64_t mellin_target(int64_t j, int64_t a, int64_t s,
   return (x >= 0 && x < out_size) ? x : -1;
 }
 
-// Input column read by output column y through linear tap c: s*y + d*c - p, or -1.
-MELLIN_HOST_DEVICE inline int64_t linear_source(int64_t y, int64_t c, int64_t s, int64_t d, int64_t p,
-                                                int64_t in_size) {
-  const int64_t source = s * y + d * c - p;
-  return (source >= 0 && source < in_size) ? source : -1;
-}
-
-// Output column that reads input column j through linear tap c, or -1.
-MELLIN_HOST_DEVICE inline int64_t linear_target(int64_t j, int64_t c, int64_t s, int64_t d, int64_t p,
-                                                int64_t out_size) {
-  const int64_t shifted = j + p - d * c;
-  if (shifted < 0 || shifted % s != 0) return -1;
-  const int64_t y = shifted / s;
-  return y < out_size ? y : -1;
-}
-
-// Output columns y in [first, last) whose tap c lands inside the input (s*y + d*c - p in range).
-MELLIN_HOST_DEVICE inline void linear_valid_range(int64_t c, const Geometry& g, int64_t* first, int64_t* last) {
-  const int64_t offset = g.d_y * c - g.p_y;
-  int64_t lo = ceil_div(-offset, g.s_y);
-  int64_t hi = floor_div(g.in_y - 1 - offset, g.s_y) + 1;
-  lo = lo < 0 ? 0 : lo;
-  hi = hi > g.out_y ? g.out_y : hi;
-  *first = lo;
-  *last = hi < lo ? lo : hi;
-}
-
-// One entry of the columns matrix, index = ((i, a, c) row, (n, x, y) column) flattened:
-// the CUDA kernel's body, also run on CPU by the elementwise test op.
+// One entry of R, flat index over (n, x, a, i, q): the CUDA kernel's body, also run on CPU by
+// the elementwise test op.
 template <typename scalar_t>
-MELLIN_HOST_DEVICE inline scalar_t column_entry(const scalar_t* input, const Geometry& g, int64_t index) {
-  const int64_t y = index % g.out_y;
-  const int64_t x = (index / g.out_y) % g.out_x;
-  const int64_t n = (index / g.column_length()) % g.batch;
-  const int64_t row = index / (g.column_length() * g.batch);  // (i, a, c)
-  const int64_t c = row % g.kernel_y;
-  const int64_t a = (row / g.kernel_y) % g.kernel_x;
-  const int64_t plane = n * g.channels + row / (g.kernel_y * g.kernel_x);
+MELLIN_HOST_DEVICE inline scalar_t mellin_rows_entry(const scalar_t* input, const Geometry& g, int64_t index) {
+  const int64_t padded = g.padded_y();
+  const int64_t q = index % padded;
+  int64_t rest = index / padded;
+  const int64_t i = rest % g.channels;
+  rest /= g.channels;
+  const int64_t a = rest % g.kernel_x;
+  rest /= g.kernel_x;
+  const int64_t x = rest % g.out_x;
+  const int64_t n = rest / g.out_x;
   const int64_t source_x = mellin_source(x, a, g.s_x, g.d_x, g.p_x, g.in_x);
-  const int64_t source_y = linear_source(y, c, g.s_y, g.d_y, g.p_y, g.in_y);
-  return (source_x >= 0 && source_y >= 0) ? input[(plane * g.in_x + source_x) * g.in_y + source_y] : scalar_t(0);
+  const int64_t source_y = q - g.p_y;
+  if (source_x < 0 || source_y < 0 || source_y >= g.in_y) return scalar_t(0);
+  return input[((n * g.channels + i) * g.in_x + source_x) * g.in_y + source_y];
 }
 
-// One entry (n, i, j, k) of the input gradient: the sum of the column entries that read it,
-// found through the inverse maps, so parallel writers never collide (no atomics).
+// One entry (n, i, j, k) of the input gradient from the gradient of R: the sum over Mellin
+// taps a of the entries of R that copied it, found through the inverse map, so parallel
+// writers never collide (no atomics, deterministic).
 template <typename scalar_t>
-MELLIN_HOST_DEVICE inline scalar_t input_gradient_entry(const scalar_t* grad_columns, const Geometry& g,
-                                                        int64_t index) {
+MELLIN_HOST_DEVICE inline scalar_t mellin_rows_adjoint_entry(const scalar_t* grad_rows, const Geometry& g,
+                                                             int64_t index) {
   const int64_t k = index % g.in_y;
   const int64_t j = (index / g.in_y) % g.in_x;
-  const int64_t plane = index / (g.in_y * g.in_x);
-  const int64_t n = plane / g.channels;
-  const int64_t i = plane % g.channels;
+  const int64_t i = (index / (g.in_y * g.in_x)) % g.channels;
+  const int64_t n = index / (g.in_y * g.in_x * g.channels);
+  const int64_t padded = g.padded_y();
+  const int64_t q = k + g.p_y;
   scalar_t total = scalar_t(0);
+  if (q >= padded) return total;
   for (int64_t a = 0; a < g.kernel_x; ++a) {
     const int64_t x = mellin_target(j, a, g.s_x, g.d_x, g.p_x, g.out_x);
     if (x < 0) continue;
-    for (int64_t c = 0; c < g.kernel_y; ++c) {
-      const int64_t y = linear_target(k, c, g.s_y, g.d_y, g.p_y, g.out_y);
-      if (y < 0) continue;
-      const int64_t row = (i * g.kernel_x + a) * g.kernel_y + c;
-      total += grad_columns[g.block_offset(row, n) + x * g.out_y + y];
-    }
+    total += grad_rows[(((n * g.out_x + x) * g.kernel_x + a) * g.channels + i) * padded + q];
   }
   return total;
 }

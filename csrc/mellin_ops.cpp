@@ -1,26 +1,24 @@
 // Torch bindings of the Mellin ops: speechbed_mellin::mcorrlcorr and its backward, with autograd.
 // Built by speechbed.mellin.extension (torch.utils.cpp_extension); mcorr1d is the Y=1 case.
 //
-// Forward: columns = spec2col(input) for a slice of the batch, output = weight_matrix @ columns
-// (one GEMM per slice). Backward: grad_weight += grad_output @ columns^T; grad_input =
-// col2spec(weight^T @ grad_output), with grad_output laid out (C_out, slice * X_out * Y_out).
+// Forward: R = mellin_rows(input) (mellin_index.h), then one ATen linear correlation of R
+// along Y (conv1d; a plain GEMM when Y is 1), reshaped to (N, C_out, X_out, Y_out).
+// Backward: ATen's convolution backward gives grad R and grad weight; the fused, deterministic
+// adjoint of mellin_rows gives grad input.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <array>
 #include <tuple>
+#include <vector>
 
-#include "mellin_columns.h"
 #include "mellin_cpu.h"
+#include "mellin_rows.h"
 
 namespace speechbed_mellin {
 
 namespace {
-
-// Largest columns buffer (elements) built at once; the batch is processed in slices below it.
-constexpr int64_t kColumnsBudget = int64_t(1) << 22;
 
 Geometry geometry_of(at::IntArrayRef input_shape, int64_t kernel_x, int64_t kernel_y, at::IntArrayRef s,
                      at::IntArrayRef d, at::IntArrayRef p, at::IntArrayRef output_size) {
@@ -57,143 +55,136 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, at::In
   return geometry_of(input.sizes(), weight.size(2), weight.size(3), s, d, p, output_size);
 }
 
-Geometry slice_of(Geometry g, int64_t batch) {
-  g.batch = batch;
-  return g;
-}
-
-int64_t slice_length(const Geometry& g) {
-  const int64_t per_example = std::max<int64_t>(1, g.column_rows() * g.column_length());
-  return std::max<int64_t>(1, std::min<int64_t>(g.batch, kColumnsBudget / per_example));
-}
-
-// (C*Kx*Ky, batch * X_out*Y_out) columns of a contiguous input slice.
-at::Tensor columns_of(const at::Tensor& input, const Geometry& g) {
-  auto columns = at::empty({g.column_rows(), g.batch * g.column_length()}, input.options());
+// R of a contiguous input, (N * X_out, Kx * C_in, padded_y); `elementwise` runs the CUDA
+// kernel's per-entry body on CPU (for tests).
+at::Tensor rows_of(const at::Tensor& input, const Geometry& g, bool elementwise = false) {
+  auto rows = at::empty({g.batch * g.out_x, g.kernel_x * g.channels, g.padded_y()}, input.options());
 #ifdef SPEECHBED_MELLIN_WITH_CUDA
   if (input.is_cuda()) {
-    spec2col_cuda(input, columns, g);
-    return columns;
+    mellin_rows_cuda(input, rows, g);
+    return rows;
   }
 #endif
   TORCH_CHECK(input.is_cpu(), "mcorrlcorr: the extension was built without CUDA, input is on ", input.device());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "spec2col_cpu", [&] {
-    spec2col_cpu<scalar_t>(input.const_data_ptr<scalar_t>(), columns.mutable_data_ptr<scalar_t>(), g);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "mellin_rows_cpu", [&] {
+    if (elementwise) {
+      mellin_rows_elementwise_cpu<scalar_t>(input.const_data_ptr<scalar_t>(), rows.mutable_data_ptr<scalar_t>(), g);
+    } else {
+      mellin_rows_cpu<scalar_t>(input.const_data_ptr<scalar_t>(), rows.mutable_data_ptr<scalar_t>(), g);
+    }
   });
-  return columns;
+  return rows;
 }
 
-// Writes the adjoint of columns_of into grad_input (a contiguous slice).
-void input_gradient_of(const at::Tensor& grad_columns, at::Tensor& grad_input, const Geometry& g) {
+// The adjoint of rows_of: grad input (N, C_in, X, Y) from a contiguous grad R.
+at::Tensor input_gradient_of(const at::Tensor& grad_rows, const Geometry& g, bool elementwise = false) {
+  auto grad_input = at::empty({g.batch, g.channels, g.in_x, g.in_y}, grad_rows.options());
 #ifdef SPEECHBED_MELLIN_WITH_CUDA
-  if (grad_columns.is_cuda()) {
-    col2spec_cuda(grad_columns, grad_input, g);
-    return;
+  if (grad_rows.is_cuda()) {
+    mellin_rows_adjoint_cuda(grad_rows, grad_input, g);
+    return grad_input;
   }
 #endif
-  AT_DISPATCH_FLOATING_TYPES(grad_columns.scalar_type(), "col2spec_cpu", [&] {
-    col2spec_cpu<scalar_t>(grad_columns.const_data_ptr<scalar_t>(), grad_input.mutable_data_ptr<scalar_t>(), g);
+  AT_DISPATCH_FLOATING_TYPES(grad_rows.scalar_type(), "mellin_rows_adjoint_cpu", [&] {
+    if (elementwise) {
+      mellin_rows_adjoint_elementwise_cpu<scalar_t>(grad_rows.const_data_ptr<scalar_t>(),
+                                                    grad_input.mutable_data_ptr<scalar_t>(), g);
+    } else {
+      mellin_rows_adjoint_cpu<scalar_t>(grad_rows.const_data_ptr<scalar_t>(),
+                                        grad_input.mutable_data_ptr<scalar_t>(), g);
+    }
   });
+  return grad_input;
+}
+
+// weight (C_out, C_in, Kx, Ky) as the linear correlation's (C_out, Kx * C_in, Ky), matching R.
+at::Tensor weight_rows_of(const at::Tensor& weight) {
+  return weight.permute({0, 2, 1, 3}).reshape({weight.size(0), weight.size(2) * weight.size(1), weight.size(3)});
 }
 
 }  // namespace
 
-at::Tensor mcorrlcorr_forward(const at::Tensor& input_any, const at::Tensor& weight_any,
-                              const std::optional<at::Tensor>& bias, at::IntArrayRef s, at::IntArrayRef d,
-                              at::IntArrayRef p, at::IntArrayRef output_size) {
+at::Tensor mcorrlcorr_forward(const at::Tensor& input_any, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                              at::IntArrayRef s, at::IntArrayRef d, at::IntArrayRef p, at::IntArrayRef output_size) {
   const auto input = input_any.contiguous();
-  const auto weight = weight_any.contiguous();
   const Geometry g = make_geometry(input, weight, s, d, p, output_size);
   const int64_t out_channels = weight.size(0);
-  const auto weight_matrix = weight.view({out_channels, g.column_rows()});
-  auto output = at::empty({g.batch, out_channels, g.out_x, g.out_y}, input.options());
-  auto output_flat = output.view({g.batch, out_channels, g.column_length()});
-  const int64_t step = slice_length(g);
-  for (int64_t start = 0; start < g.batch; start += step) {
-    const int64_t length = std::min(step, g.batch - start);
-    const auto columns = columns_of(input.narrow(0, start, length), slice_of(g, length));
-    const auto product = at::mm(weight_matrix, columns).view({out_channels, length, g.column_length()});
-    output_flat.narrow(0, start, length).copy_(product.transpose(0, 1));
+  const auto rows = rows_of(input, g);
+  const auto weight_rows = weight_rows_of(weight);
+  at::Tensor output;  // (N * X_out, C_out, Y_out)
+  if (g.padded_y() == 1) {
+    // Y is a single position: the correlation is one GEMM (faster than a kernel-1 conv1d)
+    const auto flat = rows.view({g.batch * g.out_x, g.kernel_x * g.channels});
+    const auto taps = weight_rows.view({out_channels, g.kernel_x * g.channels}).t();
+    output = (bias.has_value() && bias->defined()) ? at::addmm(*bias, flat, taps) : at::mm(flat, taps);
+    output = output.unsqueeze(2);
+  } else {
+    const std::vector<int64_t> stride = {g.s_y}, padding = {0}, dilation = {g.d_y};
+    output = at::conv1d(rows, weight_rows, bias, stride, padding, dilation);
   }
-  if (bias.has_value() && bias->defined()) {
-    output.add_(bias->view({1, out_channels, 1, 1}));
-  }
-  return output;
+  return output.view({g.batch, g.out_x, out_channels, g.out_y}).permute({0, 2, 1, 3}).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mcorrlcorr_backward(
-    const at::Tensor& grad_output_any, const at::Tensor& input_any, const at::Tensor& weight_any, at::IntArrayRef s,
+    const at::Tensor& grad_output, const at::Tensor& input_any, const at::Tensor& weight, at::IntArrayRef s,
     at::IntArrayRef d, at::IntArrayRef p, at::IntArrayRef output_size, std::array<bool, 3> output_mask) {
   const auto input = input_any.contiguous();
-  const auto weight = weight_any.contiguous();
   const Geometry g = make_geometry(input, weight, s, d, p, output_size);
   const int64_t out_channels = weight.size(0);
-  const auto grad_output = grad_output_any.contiguous().view({g.batch, out_channels, g.column_length()});
-  const auto weight_matrix = weight.view({out_channels, g.column_rows()});
-  const auto weight_transposed = weight_matrix.t();
+  const int64_t taps = g.kernel_x * g.channels;
+  // (N * X_out, C_out, Y_out), the layout of the forward's correlation output
+  const auto grad_rows_output =
+      grad_output.permute({0, 2, 1, 3}).reshape({g.batch * g.out_x, out_channels, g.out_y});
+  const auto weight_rows = weight_rows_of(weight);
+  at::Tensor rows;
+  if (output_mask[1]) rows = rows_of(input, g);
 
-  at::Tensor grad_input, grad_weight, grad_bias;
-  if (output_mask[0]) grad_input = at::empty_like(input);
-  if (output_mask[1]) grad_weight = at::zeros({out_channels, g.column_rows()}, weight.options());
-  if (output_mask[2]) grad_bias = grad_output.sum({0, 2});
-
-  const int64_t step = slice_length(g);
-  for (int64_t start = 0; start < g.batch && (output_mask[0] || output_mask[1]); start += step) {
-    const int64_t length = std::min(step, g.batch - start);
-    const Geometry slice = slice_of(g, length);
-    // (C_out, slice * X_out * Y_out), the column order of the columns matrix
-    const auto grad_slice =
-        grad_output.narrow(0, start, length).transpose(0, 1).reshape({out_channels, length * g.column_length()});
+  at::Tensor grad_rows, grad_weight_rows, grad_bias;
+  if (g.padded_y() == 1) {
+    const auto grad_flat = grad_rows_output.view({g.batch * g.out_x, out_channels});
+    const auto weight_matrix = weight_rows.view({out_channels, taps});
+    if (output_mask[0]) grad_rows = at::mm(grad_flat, weight_matrix).view({g.batch * g.out_x, taps, 1});
     if (output_mask[1]) {
-      const auto columns = columns_of(input.narrow(0, start, length), slice);
-      grad_weight.addmm_(grad_slice, columns.t());
+      grad_weight_rows = at::mm(grad_flat.t(), rows.view({g.batch * g.out_x, taps})).view({out_channels, taps, 1});
     }
-    if (output_mask[0]) {
-      const auto grad_columns = at::mm(weight_transposed, grad_slice);
-      auto target = grad_input.narrow(0, start, length);
-      input_gradient_of(grad_columns, target, slice);
-    }
+    if (output_mask[2]) grad_bias = grad_flat.sum(0);
+  } else {
+    // convolution_backward needs the input only for grad weight; an empty stand-in shapes grad R
+    const auto rows_or_shape =
+        rows.defined() ? rows : at::empty({g.batch * g.out_x, taps, g.padded_y()}, input.options());
+    const std::vector<int64_t> bias_sizes = {out_channels};
+    const std::vector<int64_t> stride = {g.s_y}, padding = {0}, dilation = {g.d_y}, output_padding = {0};
+    std::tie(grad_rows, grad_weight_rows, grad_bias) =
+        at::convolution_backward(grad_rows_output, rows_or_shape, weight_rows, at::IntArrayRef(bias_sizes), stride,
+                                 padding, dilation, false, output_padding, 1, output_mask);
   }
-  if (output_mask[1]) grad_weight = grad_weight.view_as(weight);
+  at::Tensor grad_input, grad_weight;
+  if (output_mask[0]) grad_input = input_gradient_of(grad_rows.contiguous(), g);
+  if (output_mask[1]) {
+    grad_weight = grad_weight_rows.view({out_channels, g.kernel_x, g.channels, g.kernel_y})
+                      .permute({0, 2, 1, 3})
+                      .contiguous();
+  }
   return {grad_input, grad_weight, grad_bias};
 }
 
-// The columns matrix and its adjoint on their own, for tests. With `elementwise`, the CPU runs
-// the per-entry bodies of the CUDA kernels (column_entry, input_gradient_entry) instead of the
-// row loops of mellin_cpu.h, so the CUDA index logic is checked on machines without a GPU.
-at::Tensor columns_op(const at::Tensor& input_any, at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d,
-                      at::IntArrayRef p, at::IntArrayRef output_size, bool elementwise) {
-  const auto input = input_any.contiguous();
-  TORCH_CHECK(kernel_size.size() == 2, "columns: kernel_size must be a pair");
+// R and its adjoint on their own, for tests; `elementwise` runs the CUDA kernels' per-entry
+// bodies on CPU, so the CUDA index logic is checked on machines without a GPU.
+at::Tensor mellin_rows_op(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d,
+                          at::IntArrayRef p, at::IntArrayRef output_size, bool elementwise) {
+  TORCH_CHECK(kernel_size.size() == 2, "mellin_rows: kernel_size must be a pair");
   const Geometry g = geometry_of(input.sizes(), kernel_size[0], kernel_size[1], s, d, p, output_size);
-  if (!elementwise || input.is_cuda()) return columns_of(input, g);
-  auto columns = at::empty({g.column_rows(), g.batch * g.column_length()}, input.options());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "column_entry", [&] {
-    spec2col_elementwise_cpu<scalar_t>(input.const_data_ptr<scalar_t>(), columns.mutable_data_ptr<scalar_t>(), g);
-  });
-  return columns;
+  return rows_of(input.contiguous(), g, elementwise);
 }
 
-at::Tensor columns_adjoint_op(const at::Tensor& grad_columns_any, at::IntArrayRef input_shape,
-                              at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d, at::IntArrayRef p,
-                              at::IntArrayRef output_size, bool elementwise) {
-  const auto grad_columns = grad_columns_any.contiguous();
-  TORCH_CHECK(kernel_size.size() == 2, "columns_adjoint: kernel_size must be a pair");
+at::Tensor mellin_rows_adjoint_op(const at::Tensor& grad_rows, at::IntArrayRef input_shape,
+                                  at::IntArrayRef kernel_size, at::IntArrayRef s, at::IntArrayRef d, at::IntArrayRef p,
+                                  at::IntArrayRef output_size, bool elementwise) {
+  TORCH_CHECK(kernel_size.size() == 2, "mellin_rows_adjoint: kernel_size must be a pair");
   const Geometry g = geometry_of(input_shape, kernel_size[0], kernel_size[1], s, d, p, output_size);
-  TORCH_CHECK(grad_columns.dim() == 2 && grad_columns.size(0) == g.column_rows() &&
-                  grad_columns.size(1) == g.batch * g.column_length(),
-              "columns_adjoint: grad_columns must be (", g.column_rows(), ", ", g.batch * g.column_length(),
-              "), got ", grad_columns.sizes());
-  auto grad_input = at::empty(input_shape, grad_columns.options());
-  if (!elementwise || grad_columns.is_cuda()) {
-    input_gradient_of(grad_columns, grad_input, g);
-    return grad_input;
-  }
-  AT_DISPATCH_FLOATING_TYPES(grad_columns.scalar_type(), "input_gradient_entry", [&] {
-    col2spec_elementwise_cpu<scalar_t>(grad_columns.const_data_ptr<scalar_t>(),
-                                       grad_input.mutable_data_ptr<scalar_t>(), g);
-  });
-  return grad_input;
+  TORCH_CHECK(grad_rows.numel() == g.rows_numel(), "mellin_rows_adjoint: grad_rows must have ", g.rows_numel(),
+              " elements, got shape ", grad_rows.sizes());
+  return input_gradient_of(grad_rows.contiguous(), g, elementwise);
 }
 
 namespace {
@@ -235,8 +226,7 @@ class MCorrLCorrFunction : public torch::autograd::Function<MCorrLCorrFunction> 
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("speechbed_mellin::mcorrlcorr_backward", "")
                          .typed<BackwardSignature>();
-    auto [grad_input, grad_weight, grad_bias] =
-        op.call(grads[0], saved[0], saved[1], s, d, p, output_size, mask);
+    auto [grad_input, grad_weight, grad_bias] = op.call(grads[0], saved[0], saved[1], s, d, p, output_size, mask);
     return {grad_input, grad_weight, grad_bias, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -257,26 +247,26 @@ TORCH_LIBRARY(speechbed_mellin, m) {
       "mcorrlcorr_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] s, int[2] d, int[2] p, "
       "int[2] output_size, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "columns(Tensor input, int[2] kernel_size, int[2] s, int[2] d, int[2] p, int[2] output_size, "
+      "mellin_rows(Tensor input, int[2] kernel_size, int[2] s, int[2] d, int[2] p, int[2] output_size, "
       "bool elementwise) -> Tensor");
   m.def(
-      "columns_adjoint(Tensor grad_columns, int[4] input_shape, int[2] kernel_size, int[2] s, int[2] d, "
+      "mellin_rows_adjoint(Tensor grad_rows, int[4] input_shape, int[2] kernel_size, int[2] s, int[2] d, "
       "int[2] p, int[2] output_size, bool elementwise) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(speechbed_mellin, CPU, m) {
   m.impl("mcorrlcorr", &mcorrlcorr_forward);
   m.impl("mcorrlcorr_backward", &mcorrlcorr_backward);
-  m.impl("columns", &columns_op);
-  m.impl("columns_adjoint", &columns_adjoint_op);
+  m.impl("mellin_rows", &mellin_rows_op);
+  m.impl("mellin_rows_adjoint", &mellin_rows_adjoint_op);
 }
 
 #ifdef SPEECHBED_MELLIN_WITH_CUDA
 TORCH_LIBRARY_IMPL(speechbed_mellin, CUDA, m) {
   m.impl("mcorrlcorr", &mcorrlcorr_forward);
   m.impl("mcorrlcorr_backward", &mcorrlcorr_backward);
-  m.impl("columns", &columns_op);
-  m.impl("columns_adjoint", &columns_adjoint_op);
+  m.impl("mellin_rows", &mellin_rows_op);
+  m.impl("mellin_rows_adjoint", &mellin_rows_adjoint_op);
 }
 #endif
 

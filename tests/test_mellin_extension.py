@@ -14,6 +14,7 @@ import torch
 
 from speechbed.mellin import extension, mcorr1d, mcorrlcorr, spec2col
 from speechbed.mellin.extension import MellinExtensionUnavailable
+from speechbed.mellin.torch_path import gather_mellin_rows, pad_linear_axis
 
 F64 = torch.float64
 needs_compiler = pytest.mark.skipif(
@@ -118,33 +119,34 @@ def test_gpu_gradcheck(path):
         assert torch.autograd.gradcheck(op, (spectrum, weight, bias))
 
 
-def extension_columns(spectrum, kernel_size, s, d, p, size, elementwise):
-    return torch.ops.speechbed_mellin.columns(
-        spectrum, list(kernel_size), list(s), list(d), list(p), list(size), elementwise
-    )
+def torch_mellin_rows(spectrum, kernel_size, s, d, p, size):
+    """R of csrc/mellin_index.h from the torch path: (N * X_out, Kx * C, padded Y)."""
+    n, c = spectrum.shape[:2]
+    gathered = gather_mellin_rows(spectrum, kernel_size[0], size[0], s[0], d[0], p[0])
+    gathered = pad_linear_axis(gathered, kernel_size[1], size[1], s[1], d[1], p[1])
+    gathered = gathered.view(n, c, size[0], kernel_size[0], -1)
+    return gathered.permute(0, 2, 3, 1, 4).reshape(n * size[0], kernel_size[0] * c, -1)
 
 
 @needs_compiler
 @pytest.mark.parametrize("elementwise", [False, True], ids=["row_kernels", "cuda_bodies_on_cpu"])
-def test_extension_columns_and_adjoint_match_spec2col(elementwise):
-    # The columns matrix is spec2col's (N, C, Kx, Ky, X_out, Y_out) as (C*Kx*Ky, N*X_out*Y_out);
-    # its adjoint must satisfy <columns(g), h> == <g, adjoint(h)> for every g, h.
+def test_extension_mellin_rows_and_adjoint_match_the_torch_gather(elementwise):
+    # R must equal the torch path's gather; its adjoint must satisfy <R(g), h> == <g, adjoint(h)>.
     extension.load(strict=True)
     torch.manual_seed(11)
-    for s, d, p, r in [
+    cases = [
         ((1, 1), (1, 1), (0, 0), (0, 0)),
         ((2, 3), (3, 2), (1, 3), (2, 1)),
-        ((3, 2), (1, 3), (3, 1), (2, 2)),
-    ]:
+        ((3, 2), (1, 3), (3, 9), (2, 2)),
+    ]
+    for s, d, p, r in cases:
         spectrum = torch.randn(2, 3, 13, 7, dtype=F64)
-        expected = spec2col(spectrum, (2, 3), s, d, p, r)
-        size = tuple(expected.shape[-2:])
-        columns = extension_columns(spectrum, (2, 3), s, d, p, size, elementwise)
-        torch.testing.assert_close(
-            columns, expected.permute(1, 2, 3, 0, 4, 5).reshape(columns.shape)
+        size = tuple(spec2col(spectrum, (2, 3), s, d, p, r).shape[-2:])
+        arguments = ([2, 3], list(s), list(d), list(p), list(size), elementwise)
+        rows = torch.ops.speechbed_mellin.mellin_rows(spectrum, *arguments)
+        torch.testing.assert_close(rows, torch_mellin_rows(spectrum, (2, 3), s, d, p, size))
+        probe = torch.randn_like(rows)
+        adjoint = torch.ops.speechbed_mellin.mellin_rows_adjoint(
+            probe, list(spectrum.shape), *arguments
         )
-        probe = torch.randn_like(columns)
-        adjoint = torch.ops.speechbed_mellin.columns_adjoint(
-            probe, list(spectrum.shape), [2, 3], list(s), list(d), list(p), list(size), elementwise
-        )
-        torch.testing.assert_close((columns * probe).sum(), (spectrum * adjoint).sum())
+        torch.testing.assert_close((rows * probe).sum(), (spectrum * adjoint).sum())

@@ -24,7 +24,7 @@ BUILD_DIRECTORY_VARIABLE = "SPEECHBED_MELLIN_BUILD_DIR"
 SOURCE_DIRECTORY = Path(__file__).resolve().parents[3] / "csrc"
 CPU_SOURCES = ("mellin_ops.cpp",)
 CUDA_SOURCES = ("mellin_cuda.cu",)
-HEADERS = ("mellin_index.h", "mellin_cpu.h", "mellin_columns.h")
+HEADERS = ("mellin_index.h", "mellin_cpu.h", "mellin_rows.h")
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "loaded": bool, "error": str
