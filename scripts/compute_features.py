@@ -8,23 +8,35 @@ A store whose feature settings and manifest are unchanged is skipped; ``--force`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import torch
 from pydantic import Field
 
+from speechbed.errors import UserInputError
 from speechbed.features.build import build_feature_cache, manifest_partitions
-from speechbed.features.settings import NAMED_FEATURES, FeatureSettings
+from speechbed.features.settings import (
+    NAMED_FEATURES,
+    FbankSettings,
+    RawSettings,
+    SigbankSettings,
+    resolve_feature,
+)
 from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+
+_EXPLICIT_KEYS = "; ".join(
+    f"kind: {model.model_fields['kind'].default} with {', '.join(sorted(set(model.model_fields) - {'kind'}))}"
+    for model in (FbankSettings, SigbankSettings, RawSettings)
+)
 
 
 class ComputeFeaturesJob(JobSchema):
     input_path: Path = Field(description="manifest folder (written by scripts/prep_timit.py)")
     output_path: Path = Field(description="folder that receives <partition>.zarr")
-    feature: str | FeatureSettings = Field(
-        description=f"a feature name ({', '.join(NAMED_FEATURES)}) or explicit settings "
-        "with 'kind: fbank | sigbank | raw' (see speechbed.features.settings)"
+    feature: str | dict[str, Any] = Field(
+        description=f"a feature name ({', '.join(NAMED_FEATURES)}) or a mapping of explicit "
+        f"settings: {_EXPLICIT_KEYS}"
     )
     partitions: list[str] | None = Field(
         None, description="partitions to compute (default: every manifest in input_path)"
@@ -40,9 +52,11 @@ class ComputeFeaturesJob(JobSchema):
 
     @pydantic.field_validator("feature")
     @classmethod
-    def _known_name(cls, value: object) -> object:
-        if isinstance(value, str) and value not in NAMED_FEATURES:
-            raise ValueError(f"unknown feature name; known: {', '.join(NAMED_FEATURES)}")
+    def _known_feature(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        try:
+            resolve_feature(value)
+        except UserInputError as error:
+            raise ValueError(str(error)) from None
         return value
 
 

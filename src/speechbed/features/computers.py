@@ -49,7 +49,36 @@ def _finish(values: torch.Tensor, use_log: bool) -> torch.Tensor:
     return torch.log(torch.clamp(values, min=LOG_FLOOR)) if use_log else values
 
 
-class FbankComputer:
+class _BatchedComputer:
+    """Pads a batch of signals into one tensor, computes, and cuts each signal's frames out."""
+
+    device: torch.device
+    num_features: int
+
+    def num_frames(self, num_samples: int) -> int:
+        raise NotImplementedError
+
+    def _compute(self, batch: torch.Tensor, lengths: torch.Tensor, most: int) -> torch.Tensor:
+        """(B, samples) zero-padded signals -> (B, >= most frames, dims) features."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
+        counts = [self.num_frames(len(signal)) for signal in signals]
+        results = [np.zeros((count, self.num_features), np.float32) for count in counts]
+        busy = [row for row, count in enumerate(counts) if count]
+        if not busy:
+            return results
+        batch = _pad_batch([signals[row] for row in busy], self.device)
+        lengths = torch.tensor([len(signals[row]) for row in busy], device=self.device)
+        features = self._compute(batch, lengths, max(counts[row] for row in busy))
+        features = features.cpu().numpy()
+        for slot, row in enumerate(busy):
+            results[row] = np.ascontiguousarray(features[slot, : counts[row]])
+        return results
+
+
+class FbankComputer(_BatchedComputer):
     """Centred frames, Hann window, |DFT| weighted by square-rooted mel triangles (x2 for the
     negative frequencies), and optionally the frame's RMS energy as coefficient 0.
 
@@ -85,16 +114,7 @@ class FbankComputer:
             return 0
         return (num_samples + self.frame_shift // 2) // self.frame_shift
 
-    @torch.no_grad()
-    def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
-        counts = [self.num_frames(len(signal)) for signal in signals]
-        results = [np.zeros((count, self.num_features), np.float32) for count in counts]
-        busy = [row for row, count in enumerate(counts) if count]
-        if not busy:
-            return results
-        batch = _pad_batch([signals[row] for row in busy], self.device)
-        lengths = torch.tensor([len(signals[row]) for row in busy], device=self.device)
-        most = max(counts[row] for row in busy)
+    def _compute(self, batch: torch.Tensor, lengths: torch.Tensor, most: int) -> torch.Tensor:
         padded_length = (most - 1) * self.frame_shift + self.frame_length
         before = (self.frame_length + 1) // 2 - 1
         positions = torch.arange(padded_length, device=self.device) - before
@@ -109,13 +129,10 @@ class FbankComputer:
             if not self.settings.use_power:
                 energy = energy.sqrt()
             coefficients = torch.cat([energy, coefficients], dim=-1)
-        coefficients = _finish(coefficients, self.settings.use_log).cpu().numpy()
-        for slot, row in enumerate(busy):
-            results[row] = np.ascontiguousarray(coefficients[slot, : counts[row]])
-        return results
+        return _finish(coefficients, self.settings.use_log)
 
 
-class SigbankComputer:
+class SigbankComputer(_BatchedComputer):
     """Short integration: each Gabor filter's output modulus (or power) integrated with a Hann
     window two shifts long, one frame per shift, the window centred on the frame's sample;
     optionally coefficient 0 integrates the signal's own modulus. The signal is zero outside.
@@ -164,22 +181,14 @@ class SigbankComputer:
         blocks = modulus.reshape(*modulus.shape[:-1], -1, self.frame_shift)
         return blocks @ self._window
 
-    @torch.no_grad()
-    def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
-        counts = [self.num_frames(len(signal)) for signal in signals]
-        results = [np.zeros((count, self.num_features), np.float32) for count in counts]
-        busy = [row for row, count in enumerate(counts) if count]
-        if not busy:
-            return results
-        batch = _pad_batch([signals[row] for row in busy], self.device)
-        most = max(counts[row] for row in busy)
+    def _compute(self, batch: torch.Tensor, lengths: torch.Tensor, most: int) -> torch.Tensor:
         shift, delay, taps = self.frame_shift, self.bank.delay, self.bank.length
         # output q = 0 .. span-1 describes sample q - shift; filters reach taps - 1 back
         span = (most + 1) * shift
         hop, block = self._hop, self._block
         num_blocks = -(-span // hop)
         before = delay + shift - 1
-        padded = torch.zeros((len(busy), (num_blocks - 1) * hop + block), device=self.device)
+        padded = torch.zeros((len(batch), (num_blocks - 1) * hop + block), device=self.device)
         kept = min(batch.shape[1], padded.shape[1] - before)
         padded[:, before : before + kept] = batch[:, :kept]
         halves = []  # each (B, dims, blocks of shift, 2)
@@ -197,16 +206,13 @@ class SigbankComputer:
             pieces.append(self._half_sums(filtered))
         filtered_halves = torch.cat(pieces)  # (B * blocks, filters, hop // shift, 2)
         per_block = hop // shift
-        filtered_halves = filtered_halves.reshape(len(busy), num_blocks, -1, per_block, 2)
+        filtered_halves = filtered_halves.reshape(len(batch), num_blocks, -1, per_block, 2)
         halves.append(
-            filtered_halves.transpose(1, 2).reshape(len(busy), -1, num_blocks * per_block, 2)
+            filtered_halves.transpose(1, 2).reshape(len(batch), -1, num_blocks * per_block, 2)
         )
         summed = torch.cat(halves, dim=1)[:, :, : most + 1]
         frames = summed[:, :, :-1, 0] + summed[:, :, 1:, 1]
-        stacked = _finish(frames, self.settings.use_log).transpose(1, 2).cpu().numpy()
-        for slot, row in enumerate(busy):
-            results[row] = np.ascontiguousarray(stacked[slot, : counts[row]])
-        return results
+        return _finish(frames, self.settings.use_log).transpose(1, 2)
 
 
 class RawComputer:

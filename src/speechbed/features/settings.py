@@ -34,96 +34,75 @@ class _Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
-class FbankSettings(_Settings):
+class _BankSettings(_Settings):
+    """What the filter-bank features share: the band, the rate and the coefficient options."""
+
+    num_filters: int = Field(ge=1, description="filters in the bank")
+    low_hz: float = Field(20.0, ge=0, description="lowest filter edge")
+    high_hz: float = Field(8000.0, gt=0, description="highest filter edge (<= Nyquist)")
+    sampling_rate: int = Field(16000, gt=0)
+    include_energy: bool = Field(True, description="coefficient 0 is the signal's energy")
+    use_log: bool = Field(False, description="log of each coefficient (floored at 1e-5)")
+    use_power: bool = Field(False, description="power instead of magnitude")
+    pad_to_nearest_power_of_two: bool = Field(True, description="DFT sizes are powers of two")
+
+    @pydantic.model_validator(mode="after")
+    def _band_inside_nyquist(self) -> _BankSettings:
+        _check_band(self.low_hz, self.high_hz, self.sampling_rate)
+        return self
+
+    @property
+    def num_features(self) -> int:
+        return self.num_filters + int(self.include_energy)
+
+    def _pydrobert_computer(self, name: str, bank: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "bank": {
+                **bank,
+                "num_filts": self.num_filters,
+                "low_hz": self.low_hz,
+                "high_hz": self.high_hz,
+                "sampling_rate": self.sampling_rate,
+            },
+            "frame_style": "centered",
+            "include_energy": self.include_energy,
+            "pad_to_nearest_power_of_two": self.pad_to_nearest_power_of_two,
+            "window_function": "hanning",
+            "use_log": self.use_log,
+            "use_power": self.use_power,
+        }
+
+
+class FbankSettings(_BankSettings):
     """STFT magnitudes weighted by square-rooted mel triangles, plus the frame's RMS energy."""
 
     kind: Literal["fbank"] = "fbank"
     num_filters: int = Field(80, ge=1, description="mel triangles")
-    low_hz: float = Field(20.0, ge=0, description="lowest triangle edge")
-    high_hz: float = Field(8000.0, gt=0, description="highest triangle edge (<= Nyquist)")
-    sampling_rate: int = Field(16000, gt=0)
     frame_length_ms: float = Field(25.0, gt=0)
     frame_shift_ms: float = Field(10.0, gt=0)
-    include_energy: bool = Field(True, description="coefficient 0 is the frame's energy")
-    use_log: bool = Field(False, description="log of each coefficient (floored at 1e-5)")
-    use_power: bool = Field(False, description="sum power instead of magnitude")
-    pad_to_nearest_power_of_two: bool = Field(True, description="DFT size is a power of two")
-
-    @pydantic.model_validator(mode="after")
-    def _band_inside_nyquist(self) -> FbankSettings:
-        _check_band(self.low_hz, self.high_hz, self.sampling_rate)
-        return self
-
-    @property
-    def num_features(self) -> int:
-        return self.num_filters + int(self.include_energy)
 
     def to_pydrobert(self) -> dict[str, Any]:
         """The same computer as pydrobert-speech JSON (for parity checks)."""
+        computer = self._pydrobert_computer("stft", {"name": "fbank", "analytic": False})
         return {
-            "name": "stft",
-            "bank": {
-                "name": "fbank",
-                "num_filts": self.num_filters,
-                "low_hz": self.low_hz,
-                "high_hz": self.high_hz,
-                "sampling_rate": self.sampling_rate,
-                "analytic": False,
-            },
+            **computer,
             "frame_length_ms": self.frame_length_ms,
             "frame_shift_ms": self.frame_shift_ms,
-            "frame_style": "centered",
-            "include_energy": self.include_energy,
-            "pad_to_nearest_power_of_two": self.pad_to_nearest_power_of_two,
-            "window_function": "hanning",
-            "use_log": self.use_log,
-            "use_power": self.use_power,
         }
 
 
-class SigbankSettings(_Settings):
+class SigbankSettings(_BankSettings):
     """Short-integration filter bank: mel-spaced complex Gabor filters, |output| integrated per shift."""
 
     kind: Literal["sigbank"] = "sigbank"
     num_filters: int = Field(40, ge=1, description="Gabor filters, centres mel-spaced")
-    low_hz: float = Field(20.0, ge=0)
-    high_hz: float = Field(8000.0, gt=0, description="<= Nyquist")
-    sampling_rate: int = Field(16000, gt=0)
     frame_shift_ms: float = Field(2.0, gt=0, description="shift, and half the integration window")
-    include_energy: bool = Field(True, description="coefficient 0 integrates |signal|")
-    use_log: bool = Field(False, description="log of each coefficient (floored at 1e-5)")
-    use_power: bool = Field(False, description="integrate power instead of magnitude")
-    pad_to_nearest_power_of_two: bool = Field(True, description="as pydrobert's DFT buffer size")
-
-    @pydantic.model_validator(mode="after")
-    def _band_inside_nyquist(self) -> SigbankSettings:
-        _check_band(self.low_hz, self.high_hz, self.sampling_rate)
-        return self
-
-    @property
-    def num_features(self) -> int:
-        return self.num_filters + int(self.include_energy)
 
     def to_pydrobert(self) -> dict[str, Any]:
         """The same computer as pydrobert-speech JSON (for parity checks)."""
-        return {
-            "name": "si",
-            "bank": {
-                "name": "gabor",
-                "scaling_function": "mel",
-                "num_filts": self.num_filters,
-                "low_hz": self.low_hz,
-                "high_hz": self.high_hz,
-                "sampling_rate": self.sampling_rate,
-            },
-            "frame_shift_ms": self.frame_shift_ms,
-            "frame_style": "centered",
-            "include_energy": self.include_energy,
-            "pad_to_nearest_power_of_two": self.pad_to_nearest_power_of_two,
-            "window_function": "hanning",
-            "use_log": self.use_log,
-            "use_power": self.use_power,
-        }
+        computer = self._pydrobert_computer("si", {"name": "gabor", "scaling_function": "mel"})
+        return {**computer, "frame_shift_ms": self.frame_shift_ms}
 
 
 class RawSettings(_Settings):
