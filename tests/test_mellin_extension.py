@@ -150,3 +150,17 @@ def test_extension_mellin_rows_and_adjoint_match_the_torch_gather(elementwise):
             probe, list(spectrum.shape), *arguments
         )
         torch.testing.assert_close((rows * probe).sum(), (spectrum * adjoint).sum())
+
+
+@needs_compiler
+def test_self_check_agrees_on_cpu_and_a_disagreeing_device_falls_back(fresh_loader, monkeypatch):
+    assert extension.agrees_with_torch_path(torch.device("cpu"))
+    assert not extension.preferred_on(torch.device("cpu"))  # auto keeps the torch path on CPU
+    # a CUDA build whose results differ from the torch path is refused, with a warning, once
+    monkeypatch.setattr(extension, "with_cuda", lambda: True)
+    monkeypatch.setattr(extension, "agrees_with_torch_path", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="differ from the torch path"):
+        assert not extension.preferred_on(torch.device("cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not extension.preferred_on(torch.device("cuda"))

@@ -159,10 +159,41 @@ def require(device: torch.device) -> None:
 def preferred_on(device: torch.device) -> bool:
     """Whether "auto" uses the extension on ``device`` (see benchmarks/bench_mellin.py).
 
-    On CPU the torch path (gather + one GEMM/conv) measured faster, so auto never compiles
-    there; on CUDA the extension is used when it is built with CUDA kernels.
+    On CPU the torch path measured as fast (and needs no compiler), so auto never builds
+    there. On CUDA the extension is used when it has CUDA kernels and, checked once per
+    device, agrees with the torch path on a small case; otherwise a warning and torch.
     """
-    return device.type == "cuda" and with_cuda() and load()
+    if device.type != "cuda" or not with_cuda() or not load():
+        return False
+    key = f"agrees:{device}"
+    if key not in _state:
+        _state[key] = agrees_with_torch_path(device)
+        if not _state[key]:
+            warnings.warn(
+                f"speechbed.mellin: the extension's results on {device} differ from the torch path; "
+                "using the torch path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return bool(_state[key])
+
+
+def agrees_with_torch_path(device: torch.device) -> bool:
+    """Forward and gradients of a small mcorrlcorr on ``device``: extension against torch path."""
+    from speechbed.mellin import functional
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = [
+        torch.randn(shape, generator=generator, dtype=torch.float64)
+        for shape in ((2, 3, 9, 7), (4, 3, 2, 3), (4,))
+    ]
+    results = []
+    for path in ("torch", "extension"):
+        leaves = [tensor.to(device).requires_grad_() for tensor in tensors]
+        output = functional.mcorrlcorr(*leaves, s=(2, 1), d=(1, 2), p=(1, 1), r=(1, 1), path=path)
+        output.backward(torch.ones_like(output))
+        results.append([output.detach().cpu()] + [leaf.grad.cpu() for leaf in leaves])
+    return all(torch.allclose(a, b, rtol=1e-9, atol=1e-9) for a, b in zip(*results, strict=True))
 
 
 def mcorrlcorr(input, weight, bias, s, d, p, output_size) -> torch.Tensor:
