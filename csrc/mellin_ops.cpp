@@ -215,6 +215,10 @@ class MCorrLCorrFunction : public torch::autograd::Function<MCorrLCorrFunction> 
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    // grad mode is on here only under create_graph; the backward op has no derivative itself
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "speechbed_mellin: the extension has no second derivatives; use the torch path "
+                "(path=\"torch\" or SPEECHBED_MELLIN_PATH=torch) for double backward");
     const auto saved = ctx->get_saved_variables();
     const auto s = ctx->saved_data["s"].toIntVector();
     const auto d = ctx->saved_data["d"].toIntVector();

@@ -377,6 +377,12 @@ def test_mcorrlcorr_module_shapes_init_and_repr():
             "input must be (N, C_in, X, Y)",
         ),
         (
+            lambda: mcorr1d(
+                torch.ones(1, 3, 9, dtype=torch.int64), torch.ones(4, 3, 2, dtype=torch.int64)
+            ),
+            "input must be a floating-point tensor, got torch.int64",
+        ),
+        (
             lambda: mcorrlcorr(torch.randn(1, 3, 9, 9), torch.randn(4, 3, 2, 2), p=(1, 2, 3)),
             "p must be an int or a pair",
         ),
@@ -416,3 +422,21 @@ def test_environment_variable_chooses_the_path(monkeypatch):
         mcorr1d(torch.randn(1, 3, 9), torch.randn(4, 3, 2))
     monkeypatch.setenv("SPEECHBED_MELLIN_PATH", "torch")
     assert mcorr1d(torch.randn(1, 3, 9), torch.randn(4, 3, 2)).shape == (1, 4, 4)
+
+
+def test_second_derivatives_on_the_torch_path_and_a_clear_refusal_on_the_extension(
+    mellin_extension_built,
+):
+    torch.manual_seed(12)
+    spectrum = torch.randn(1, 2, 9, 5, dtype=F64, requires_grad=True)
+    weight = torch.randn(2, 2, 2, 2, dtype=F64, requires_grad=True)
+
+    def op(g, f):
+        return mcorrlcorr(g, f, s=(2, 1), p=(1, 1), r=(1, 0), path="torch")
+
+    assert torch.autograd.gradgradcheck(op, (spectrum, weight))
+    if not mellin_extension_built:
+        pytest.skip("no C++ compiler here, so the Mellin extension cannot be built")
+    output = mcorrlcorr(spectrum, weight, p=(1, 1), path="extension")
+    with pytest.raises(RuntimeError, match="no second derivatives"):
+        torch.autograd.grad(output.sum(), spectrum, create_graph=True)

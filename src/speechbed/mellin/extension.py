@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -82,6 +83,10 @@ def build(verbose: bool = False) -> Path:
     flags = ["-O3", "-fopenmp"] + (["-DSPEECHBED_MELLIN_WITH_CUDA"] if cuda else [])
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
+    print(
+        f"speechbed.mellin: building the C++ extension in {directory} (about a minute, once)",
+        file=sys.stderr,
+    )
     load(
         name=LIBRARY_NAME,
         sources=sources,

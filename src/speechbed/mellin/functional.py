@@ -44,6 +44,8 @@ def check_tensors(
     shape_w = "(C_out, C_in, K)" if dims == 3 else "(C_out, C_in, Kx, Ky)"
     if input.dim() != dims:
         raise MellinArgumentError(f"{op}: input must be {shape_in}, got shape {tuple(input.shape)}")
+    if not input.is_floating_point():
+        raise MellinArgumentError(f"{op}: input must be a floating-point tensor, got {input.dtype}")
     if weight is None:
         return
     if weight.dim() != dims:
