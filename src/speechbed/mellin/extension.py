@@ -28,7 +28,7 @@ CUDA_SOURCES = ("mellin_cuda.cu",)
 HEADERS = ("mellin_index.h", "mellin_cpu.h", "mellin_rows.h")
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "loaded": bool, "error": str
+_state: dict[str, object] = {}  # "loaded": bool, "error": str, "agrees:<device>": bool
 
 
 class MellinExtensionUnavailable(RuntimeError):
@@ -130,9 +130,8 @@ def load(strict: bool = False) -> bool:
                     build()
             except Exception as error:  # a failed compile surfaces as many exception types
                 _state["loaded"] = False
-                _state["error"] = (
-                    f"{type(error).__name__}: {str(error).strip().splitlines()[-1:] or ''}"
-                )
+                last_line = (str(error).strip().splitlines() or [""])[-1]
+                _state["error"] = f"{type(error).__name__}: {last_line}"
                 if not strict:
                     warnings.warn(
                         f"speechbed.mellin: the compiled extension is unavailable ({_state['error']}); "
