@@ -76,7 +76,7 @@ def run_config(run_dir: Path, cache_directory: Path, **sections) -> dict:
         "info": {"name": "tiny", "seed": 3, "run_dir": str(run_dir)},
         "data": {"cache_directory": str(cache_directory), "batch_size": 4},
         "model": dict(TINY_MODEL),
-        "training": {"num_epochs": 4, "log10_learning_rate": -2},
+        "training": {"num_epochs": 4, "log10_learning_rate": -2, "num_threads": 1},
     }
     for section, values in sections.items():
         config[section].update(values)
