@@ -267,6 +267,61 @@ def test_gradcheck_snd2col_and_spec2col():
         )
 
 
+# --- the definition, summed term by term ----------------------------------------------------
+
+
+def mcorr1d_by_definition(signal, weight, bias, s, d, p, r):
+    """h[n,o,t] = b[o] + sum_{i,k} f[o,i,k] g[n,i,(t+s)(k+d)/(p+1) - 1], one term at a time."""
+    size, kernel = signal.shape[2], weight.shape[2]
+    output = torch.zeros(
+        signal.shape[0], weight.shape[0], mcorr_valid_size(kernel, size, s, d, p) + r, dtype=F64
+    )
+    for t in range(output.shape[2]):
+        for k in range(kernel):
+            product = (t + s) * (k + d)
+            if product % (p + 1) == 0 and product // (p + 1) - 1 < size:
+                output[:, :, t] += signal[:, :, product // (p + 1) - 1] @ weight[:, :, k].T
+    return output + bias[None, :, None]
+
+
+def mcorrlcorr_by_definition(spectrum, weight, bias, s, d, p, r):
+    """h[n,o,x,y] = b[o] + sum f[o,i,a,c] g[n,i,(x+s0)(a+d0)/(p0+1) - 1, s1 y + d1 c - p1]."""
+    (size_x, size_y), (kernel_x, kernel_y) = spectrum.shape[2:], weight.shape[2:]
+    out_x = mcorr_valid_size(kernel_x, size_x, s[0], d[0], p[0]) + r[0]
+    out_y = lcorr_valid_size(kernel_y, size_y, s[1], d[1], p[1]) + r[1]
+    output = torch.zeros(spectrum.shape[0], weight.shape[0], out_x, out_y, dtype=F64)
+    for x, y, a, c in itertools.product(
+        range(out_x), range(out_y), range(kernel_x), range(kernel_y)
+    ):
+        product = (x + s[0]) * (a + d[0])
+        row, column = product // (p[0] + 1) - 1, s[1] * y + d[1] * c - p[1]
+        if product % (p[0] + 1) == 0 and row < size_x and 0 <= column < size_y:
+            output[:, :, x, y] += spectrum[:, :, row, column] @ weight[:, :, a, c].T
+    return output + bias[None, :, None, None]
+
+
+def test_ops_equal_the_definition_over_the_grid(path):
+    torch.manual_seed(13)
+    for s, d, p, r in GRID:
+        signal, weight, bias = (
+            torch.randn(2, 3, 12, dtype=F64),
+            torch.randn(2, 3, 2, dtype=F64),
+            torch.randn(2, dtype=F64),
+        )
+        expected = mcorr1d_by_definition(signal, weight, bias, s, d, p, r)
+        torch.testing.assert_close(mcorr1d(signal, weight, bias, s, d, p, r, path=path), expected)
+    for s, d, p, r in GRID[::3]:
+        pairs = (
+            (s, second_axis(s, (1, 2, 3))),
+            (d, second_axis(d, (1, 2, 3))),
+            (p, second_axis(p, (0, 1, 3))),
+            (r, 2 - r),
+        )
+        spectrum, weight = torch.randn(2, 2, 12, 6, dtype=F64), torch.randn(2, 2, 2, 3, dtype=F64)
+        expected = mcorrlcorr_by_definition(spectrum, weight, bias, *pairs)
+        torch.testing.assert_close(mcorrlcorr(spectrum, weight, bias, *pairs, path=path), expected)
+
+
 # --- paths agree; batches ----------------------------------------------------------------
 
 
