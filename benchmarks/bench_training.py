@@ -12,14 +12,15 @@ import torch
 from speechbed.models import BLANK_INDEX, build_model
 from speechbed.training.config import ModelConfig
 
-#: The demo-sized model (experiments/demo.yml); only convolutional_mellin differs between the two.
+#: The demo-sized model (the one reported for experiments/demo.yml: about 12% dev PER on the
+#: small synthetic corpus after 7 epochs); only convolutional_mellin differs between the two.
 DEMO_MODEL = {
     "use_log_compression": True,
-    "window_size": 4,
-    "window_stride": 2,
+    "window_size": 5,
+    "window_stride": 3,
     "convolutional_layers": 2,
     "convolutional_initial_channels": 8,
-    "convolutional_kernel_time": 2,
+    "convolutional_kernel_time": 3,
     "convolutional_kernel_freq": 5,
     "convolutional_freq_factor": 2,
     "convolutional_channel_factor": 2,
@@ -28,7 +29,7 @@ DEMO_MODEL = {
     "recurrent_layers": 2,
     "recurrent_bidirectional": True,
 }
-BATCH_SIZE = 16
+BATCH_SIZE = 8
 NUM_FEATURES = 81
 REPEATS = 5
 
@@ -36,7 +37,7 @@ REPEATS = 5
 def make_batch(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """16 utterances of 150-300 frames (1.5-3 s at 10 ms) with 20-40 phone targets."""
+    """BATCH_SIZE utterances of 150-300 frames (1.5-3 s at 10 ms), a phone per 8 frames."""
     lengths = torch.randint(150, 301, (BATCH_SIZE,), generator=generator)
     features = torch.randn(BATCH_SIZE, int(lengths.max()), NUM_FEATURES, generator=generator)
     target_lengths = lengths // 8
