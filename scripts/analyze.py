@@ -8,6 +8,7 @@ prints the Google Sheet rows it would write.
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from pydantic import Field
@@ -33,20 +34,23 @@ class AnalyzeJob(JobSchema):
     report: ReportSettings = Field(default_factory=ReportSettings, description="reports to send")
 
 
-DRY_RUN = "--dry-run" in sys.argv
-
-
-def run(job: AnalyzeJob, context: JobContext) -> None:
+def run(job: AnalyzeJob, context: JobContext, dry_run: bool = False) -> None:
     try:
         results = load_results(job.experiments, job.artifacts_directory, job.runs)
     except FileNotFoundError as error:
         raise UserInputError(str(error)) from None
     folder = job.output_path or job.artifacts_directory / "+".join(job.experiments) / "analysis"
     outputs = write_tables_and_plots(results, folder)
-    outputs.reports = send_reports(results, job.experiments, job.report, dry_run=DRY_RUN)
+    outputs.reports = send_reports(results, job.experiments, job.report, dry_run=dry_run)
     print(summary_text(results, outputs))
 
 
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dry_run = "--dry-run" in argv
+    arguments = [argument for argument in argv if argument != "--dry-run"]
+    return run_jobs_cli(AnalyzeJob, partial(run, dry_run=dry_run), __doc__, arguments)
+
+
 if __name__ == "__main__":
-    arguments = [argument for argument in sys.argv[1:] if argument != "--dry-run"]
-    raise SystemExit(run_jobs_cli(AnalyzeJob, run, __doc__, arguments))
+    raise SystemExit(main())
