@@ -58,12 +58,17 @@ def _experiment(artifacts: Path, name: str = "exp") -> Path:
         "r4": ("mel", 2, (2, None, None, True)),  # trained, not evaluated
         "r5": ("mel", 3, (1, None, None, False)),  # stopped after one epoch
         "r6": ("lin", 3, (None, None, None, False)),  # not started
+        "r7": ("lin", 4, (2, None, None, False)),  # interrupted (or still running) after epoch 2
     }
     index = {}
     for run_id, (condition, seed, (epochs, dev, test, model)) in runs.items():
         _run_folder(folder / run_id, epochs, dev, test, model)
         index[run_id] = {"condition": condition, "seed": seed, "settings": {}}
     (folder / "runs.json").write_text(json.dumps(index))
+    # r5's training job failed: the pipeline log ends with its exit code
+    log = artifacts / "logs" / f"{name}-train" / "train-r5.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("epoch 1 ...\nRuntimeError: out of memory\n\n# exit code 1 after 3.0s\n")
     return folder
 
 
@@ -82,14 +87,15 @@ def test_finished_runs_become_rows_and_the_others_are_listed(tmp_path):
     unfinished = results.unfinished.set_index("run_id")["status"].to_dict()
     assert unfinished == {
         "r4": "trained, not evaluated",
-        "r5": "training stopped or running after epoch 1",
+        "r5": f"training failed (exit code 1); log: {tmp_path / 'logs' / 'exp-train' / 'train-r5.log'}",
         "r6": "not started",
+        "r7": "training stopped or running after epoch 2",
     }
     stats = results.statistics.set_index(["condition", "partition"])
     assert stats.loc[("lin", "test"), "mean"] == pytest.approx(24.0)  # (25 + 23) / 2
     assert stats.loc[("mel", "dev"), "n"] == 1
     # learning curves of every run that trained, PER in %
-    assert set(results.histories["run_id"]) == {"r1", "r2", "r3", "r4", "r5"}
+    assert set(results.histories["run_id"]) == {"r1", "r2", "r3", "r4", "r5", "r7"}
     first = results.histories.query("run_id == 'r1' and epoch == 1")
     assert first["dev_per"].item() == pytest.approx(90.0)
 

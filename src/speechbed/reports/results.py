@@ -4,14 +4,16 @@ The one library call of the analysis notebook (``load_results``) and of ``script
 
 An experiment's runs are listed in ``${ARTIFACTS_DIRECTORY}/<name>/runs.json`` (written by the
 sweep; without it every ``<run_id>/config.yml`` counts). A run is finished when its
-``results.json`` holds dev and test PER; every other run is listed with its status, never
-dropped silently. PER columns are percentages.
+``results.json`` holds dev and test PER; every other run is listed with its status (a failed
+train or evaluate job is read from its pipeline log), never dropped silently. PER columns are
+percentages.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +87,23 @@ def read_history(run_dir: Path) -> pd.DataFrame | None:
     return history
 
 
+_EXIT_LINE = re.compile(r"^# exit code (-?\d+)")
+
+
+def failed_step(artifacts: Path, name: str, run_id: str) -> str | None:
+    """ "training failed (exit code N); log: PATH" when the experiment pipeline's last attempt
+    at this run's train or evaluate job failed (its log ends with the exit code)."""
+    for step, doing in (("evaluate", "evaluation"), ("train", "training")):
+        log = artifacts / "logs" / f"{name}-{step}" / f"{step}-{run_id}.log"
+        if not log.is_file():
+            continue
+        lines = log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+        match = _EXIT_LINE.match(lines[-1]) if lines else None
+        if match and int(match.group(1)) != 0:
+            return f"{doing} failed (exit code {match.group(1)}); log: {log}"
+    return None
+
+
 def _status(run_dir: Path, history: pd.DataFrame | None, results: Mapping | None) -> str:
     if results is not None:
         return "evaluated without dev and test PER"
@@ -135,9 +154,8 @@ def load_results(
             if history is not None:
                 histories.append(history.assign(**base))
             if results is None or any(scores.get(p) is None for p in PARTITIONS):
-                unfinished.append(
-                    {**base, "status": _status(run_dir, history, results), "run_dir": str(run_dir)}
-                )
+                status = failed_step(artifacts, name, run_id) or _status(run_dir, history, results)
+                unfinished.append({**base, "status": status, "run_dir": str(run_dir)})
                 continue
             finished.append(
                 {
