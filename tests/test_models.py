@@ -102,6 +102,25 @@ def test_padding_never_changes_an_utterances_outputs(mellin, options):
             torch.testing.assert_close(outputs[row, : counts[row]], alone[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mellin", [False, True])
+def test_raw_audio_uses_one_dimensional_layers_and_ignores_padding(mellin):
+    from speechbed.mellin import MCorr1d
+
+    config = ModelConfig(
+        **{**TINY, "window_size": 16, "window_stride": 8, "convolutional_mellin": mellin}
+    )
+    model = build_model(config, 1, seed=2).eval()
+    kinds = {type(module) for module in model.modules()}
+    assert (MCorr1d if mellin else torch.nn.Conv1d) in kinds and torch.nn.Conv2d not in kinds
+    samples = torch.randn(2, 100, 1, generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([100, 37])
+    with torch.no_grad():
+        outputs, counts = model(samples, lengths)
+        alone, _ = model(samples[1:, :37], lengths[1:])
+    assert counts.tolist() == [13, 5]  # ceil(100 / 8), ceil(37 / 8)
+    torch.testing.assert_close(outputs[1, :5], alone[0], rtol=1e-5, atol=1e-5)
+
+
 def test_same_seed_same_parameters_and_global_rng_untouched():
     state = torch.get_rng_state()
     first = build_model(ModelConfig(**TINY, convolutional_mellin=True), 9, seed=5)
