@@ -11,6 +11,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,15 @@ def train_epoch(
     ctc = torch.nn.CTCLoss(blank=BLANK_INDEX, reduction="mean", zero_infinity=True)
     use_autocast = device.type == "cuda" and config.mixed_precision
     total_loss, total_utterances = 0.0, 0
-    bar = tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress)
+    # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
+    bar = tqdm(
+        loader,
+        desc=description,
+        unit="batch",
+        leave=False,
+        disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
     for features, lengths, targets, target_lengths, _ in bar:
         features, lengths = augment_batch(features, lengths, config, augmentation)
         features = features.to(device)
