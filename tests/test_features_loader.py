@@ -180,3 +180,59 @@ def test_dataloader_with_workers_yields_every_utterance_once(store):
             offset += count
         seen.extend(batch.utt_ids)
     assert sorted(seen) == sorted(ids)
+
+
+def _count_chunk_reads(patch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts, by key, the ``feats`` chunks zarr fetches from the local store."""
+    fetched: dict[str, int] = {}
+    original = zarr.storage.LocalStore.get
+
+    async def counting_get(store, key, *args, **kwargs):
+        if key.startswith("feats/c/"):
+            fetched[key] = fetched.get(key, 0) + 1
+        return await original(store, key, *args, **kwargs)
+
+    patch.setattr(zarr.storage.LocalStore, "get", counting_get)
+    return fetched
+
+
+def test_chunk_cache_decodes_each_chunk_once_per_epoch_when_the_store_fits(store, monkeypatch):
+    path, ids, feats, _ = store
+    cache = FeatureCache(path)
+    fetched = _count_chunk_reads(monkeypatch)
+    sampler = BucketBatchSampler(cache.num_frames, batch_size=4, seed=3)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            for index, block in zip(batch, cache.feats_many(batch), strict=True):
+                np.testing.assert_array_equal(block, feats[index])
+    chunks = -(-sum(len(f) for f in feats) // 64)  # 64-frame chunks (the fixture's)
+    assert len(fetched) == chunks and set(fetched.values()) == {1}
+
+
+def test_chunk_cache_stays_within_its_budget_and_reads_stay_exact(store, monkeypatch):
+    path, ids, feats, _ = store
+    chunk_bytes = 64 * NUM_FEATURES * 4
+    cache = FeatureCache(path, chunk_cache_bytes=3 * chunk_bytes)  # the store has ~60 chunks
+    fetched = _count_chunk_reads(monkeypatch)
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        picked = rng.integers(0, len(ids), size=int(rng.integers(1, 4))).tolist()
+        for index, block in zip(picked, cache.feats_many(picked), strict=True):
+            np.testing.assert_array_equal(block, feats[index])
+            block[...] = -1  # a caller's copy: changing it must not change later reads
+        assert cache._chunks_bytes <= 3 * chunk_bytes
+    inside_one_chunk = [  # read as a slice of a cached chunk
+        index
+        for index in range(len(ids))
+        if 0 < len(feats[index])
+        and cache.offsets[index] // 64 == (cache.offsets[index + 1] - 1) // 64
+    ]
+    assert inside_one_chunk
+    for index in inside_one_chunk * 2:  # the second read is from the cache
+        block = cache.feats(index)
+        np.testing.assert_array_equal(block, feats[index])
+        block[...] = -1
+    assert max(fetched.values()) > 1  # evicted chunks were read again
+    restored = pickle.loads(pickle.dumps(cache))
+    np.testing.assert_array_equal(restored.feats(2), feats[2])

@@ -14,9 +14,9 @@ Layout of ``<partition>.zarr``:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,10 @@ from speechbed.errors import UserInputError
 #: Uncompressed bytes per chunk of ``feats``: a few utterances (fewer, larger reads are faster
 #: through zarr; a random utterance still decodes at most two chunks).
 CHUNK_BYTES = 1 << 20
+#: Default budget of decoded chunks a streaming ``FeatureCache`` keeps per process.
+CHUNK_CACHE_BYTES = 256 << 20
+#: Least span a streaming read decodes when the store fits the chunk cache (read-ahead).
+READ_AHEAD_BYTES = 8 << 20
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _REQUIRED_ARRAYS = ("feats", "offsets", "utt_ids", "tokens", "token_offsets")
 
@@ -129,6 +133,18 @@ class FeatureStoreWriter:
             self.discard()
 
 
+_loops: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """This process's loop for concurrent reads, kept so that its worker threads are reused."""
+    loop = _loops.get(os.getpid())
+    if loop is None:
+        _loops.clear()  # a loop made in a parent process is no use here
+        loop = _loops[os.getpid()] = asyncio.new_event_loop()
+    return loop
+
+
 def read_store_attributes(path: str | Path) -> dict[str, Any] | None:
     """A store's attributes, or None when ``path`` holds no readable store."""
     try:
@@ -141,12 +157,19 @@ class FeatureCache:
     """Reads one store: ids, frame counts and tokens up front; frames on demand.
 
     Picklable and safe with DataLoader workers: the frames array is opened lazily in each
-    process that reads it. With ``in_memory=True`` every frame is read once, in one bulk read
+    process that reads it. Streaming reads keep decoded chunks in a least-recently-used cache
+    of ``chunk_cache_bytes`` per process, so an epoch over a store smaller than that decodes
+    each chunk once. With ``in_memory=True`` every frame is read once, in one bulk read
     (the fastest way through an epoch when the partition fits in memory; workers forked
     afterwards share the pages).
     """
 
-    def __init__(self, path: str | Path, in_memory: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        in_memory: bool = False,
+        chunk_cache_bytes: int = CHUNK_CACHE_BYTES,
+    ) -> None:
         self.path = Path(path)
         try:
             group = zarr.open_group(self.path, mode="r")
@@ -162,14 +185,17 @@ class FeatureCache:
         self.ids: list[str] = [str(value) for value in group["utt_ids"][:]]
         self._tokens: np.ndarray = group["tokens"][:]
         self.token_offsets: np.ndarray = group["token_offsets"][:]
-        self.num_features: int = int(group["feats"].shape[1])
+        feats = group["feats"]
+        self.num_features: int = int(feats.shape[1])
         self._index = {utt_id: index for index, utt_id in enumerate(self.ids)}
-        self._feats: zarr.Array | None = None
-        self._opened_in: int | None = None
+        self._feats: zarr.Array | None = feats  # reopened in each process that reads
+        self._opened_in: int | None = os.getpid()
         self._in_memory: np.ndarray | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._chunk_frames = int(group["feats"].chunks[0])
-        self._recent: tuple[int, np.ndarray] = (0, np.zeros((0, self.num_features), np.float32))
+        self._chunk_frames = int(feats.chunks[0])
+        self._num_chunks = -(-int(feats.shape[0]) // self._chunk_frames)
+        self.chunk_cache_bytes = chunk_cache_bytes
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()  # decoded, least recent first
+        self._chunks_bytes = 0
         if in_memory:
             self.load_into_memory()
 
@@ -177,6 +203,13 @@ class FeatureCache:
         """Read every frame now, in one bulk read; later reads are slices of memory."""
         if self._in_memory is None:
             self._in_memory = self._frames_array()[:]
+            self._chunks.clear()
+            self._chunks_bytes = 0
+
+    @property
+    def feats_bytes(self) -> int:
+        """Uncompressed size of every frame of the store (what ``load_into_memory`` holds)."""
+        return int(self.offsets[-1]) * self.num_features * 4
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -206,64 +239,102 @@ class FeatureCache:
     def _frames_array(self) -> zarr.Array:
         if self._feats is None or self._opened_in != os.getpid():
             self._feats = zarr.open_array(self.path / "feats", mode="r")
-            self._loop = None  # a loop made in a parent process is no use here
             self._opened_in = os.getpid()
         return self._feats
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        """This process's loop for concurrent reads, kept so its worker threads are reused."""
-        self._frames_array()
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop
-
-    def _chunk_span(self, start: int, end: int) -> tuple[int, int]:
-        """The frames of the whole chunks that hold frames ``start:end``."""
-        size = self._chunk_frames
-        return start // size * size, -(-end // size) * size
-
     def feats(self, index: int) -> np.ndarray:
         """Frames of utterance ``index``: float32 (frames, dims)."""
-        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        if self._in_memory is not None:
-            return self._in_memory[start:end]
-        # zarr decodes whole chunks anyway: keep the last chunks read, so that reading
-        # utterances in store order decodes each chunk once
-        first, frames = self._recent
-        if not (first <= start and end <= first + len(frames)):
-            first, last = self._chunk_span(start, end)
-            frames = self._frames_array()[first:last]
-            self._recent = (first, frames)
-        return frames[start - first : end - first].copy()
+        return self.feats_many([index])[0]
 
     def feats_many(self, indices: Sequence[int]) -> list[np.ndarray]:
-        """Frames of several utterances: each chunk they touch is read once, reads concurrent."""
-        if self._in_memory is not None or len(indices) < 2:
-            return [self.feats(index) for index in indices]
+        """Frames of several utterances; the chunks they need and lack are read in one call."""
         bounds = [(int(self.offsets[i]), int(self.offsets[i + 1])) for i in indices]
-        spans: list[list[int]] = []  # merged whole-chunk spans, in store order
-        for first, last in sorted({self._chunk_span(s, e) for s, e in bounds if e > s}):
-            if spans and first <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], last)
-            else:
-                spans.append([first, last])
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the usual case: no event loop here, so use our own
-            blocks = self._event_loop().run_until_complete(self._read_concurrently(spans))
-        else:  # inside a running loop (a notebook): one read after another
-            blocks = [self._frames_array()[first:last] for first, last in spans]
-        starts = [first for first, _ in spans]
+        if self._in_memory is not None:
+            return [self._in_memory[start:end] for start, end in bounds]
+        size = self._chunk_frames
+        needed = sorted(
+            {chunk for start, end in bounds for chunk in range(start // size, -(-end // size))}
+        )
+        self._read_chunks([chunk for chunk in needed if chunk not in self._chunks])
+        blocks = {chunk: self._use_chunk(chunk) for chunk in needed}
         result = []
         for start, end in bounds:
-            if end == start:
+            pieces = [
+                blocks[chunk][max(start - chunk * size, 0) : end - chunk * size]
+                for chunk in range(start // size, -(-end // size))
+            ]
+            if not pieces:
                 result.append(np.zeros((0, self.num_features), np.float32))
-                continue
-            span = bisect.bisect_right(starts, start) - 1
-            result.append(blocks[span][start - starts[span] : end - starts[span]].copy())
+            elif len(pieces) == 1:
+                result.append(pieces[0].copy())
+            else:
+                result.append(np.concatenate(pieces))
+        self._shrink_chunk_cache()
         return result
 
-    async def _read_concurrently(self, spans: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def _use_chunk(self, chunk: int) -> np.ndarray:
+        self._chunks.move_to_end(chunk)
+        return self._chunks[chunk]
+
+    def _read_chunks(self, missing: Sequence[int]) -> None:
+        """Decode the chunks in ``missing`` (sorted) into the chunk cache.
+
+        Each run of adjacent missing chunks is one read, the runs read concurrently. When the
+        whole store fits the chunk cache, a run also takes the uncached chunks after it, up to
+        ``READ_AHEAD_BYTES`` from its start (an epoch needs every chunk anyway, and each read
+        costs more than decoding a chunk).
+        """
+        if not missing:
+            return
+        fits = self.feats_bytes <= self.chunk_cache_bytes
+        runs: list[list[int]] = []
+        for chunk in missing:
+            if runs and chunk <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], chunk + 1)
+            else:
+                runs.append([chunk, chunk + 1])
+        if fits:
+            chunk_bytes = self._chunk_frames * self.num_features * 4
+            ahead = max(1, READ_AHEAD_BYTES // chunk_bytes)
+            for run in runs:
+                limit = min(run[0] + ahead, self._num_chunks)
+                while run[1] < limit and run[1] not in self._chunks:
+                    run[1] += 1
+            merged: list[list[int]] = []
+            for run in runs:  # a run read ahead may have reached the next
+                if merged and run[0] <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], run[1])
+                else:
+                    merged.append(run)
+            runs = merged
+        size = self._chunk_frames
+        spans = [(first * size, last * size) for first, last in runs]
+        if len(spans) == 1:
+            blocks = [self._frames_array()[spans[0][0] : spans[0][1]]]
+        else:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # the usual case: no event loop here, so use this process's
+                blocks = _event_loop().run_until_complete(self._read_concurrently(spans))
+            else:  # inside a running loop (a notebook): one read after another
+                blocks = [self._frames_array()[first:last] for first, last in spans]
+        for (first, last), block in zip(runs, blocks, strict=True):
+            for chunk in range(first, last):
+                if chunk in self._chunks:
+                    continue
+                frames = block[(chunk - first) * size : (chunk - first + 1) * size]
+                if not fits:  # its own memory, so that dropping it frees it
+                    frames = frames.copy()
+                self._chunks[chunk] = frames
+                self._chunks_bytes += frames.nbytes
+
+    def _shrink_chunk_cache(self) -> None:
+        """Drop least recently used chunks until the cache fits its budget."""
+        while self._chunks_bytes > self.chunk_cache_bytes and len(self._chunks) > 1:
+            _, frames = self._chunks.popitem(last=False)
+            self._chunks_bytes -= frames.nbytes
+
+    async def _read_concurrently(self, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         frames = self._frames_array().async_array
         reads = [frames.getitem((slice(first, last), slice(None))) for first, last in spans]
         return [np.asarray(block) for block in await asyncio.gather(*reads)]
@@ -282,6 +353,6 @@ class FeatureCache:
         state = self.__dict__.copy()
         state["_feats"] = None
         state["_opened_in"] = None
-        state["_loop"] = None
-        state["_recent"] = (0, np.zeros((0, self.num_features), np.float32))
+        state["_chunks"] = OrderedDict()
+        state["_chunks_bytes"] = 0
         return state
