@@ -18,9 +18,10 @@ import yaml
 
 from speechbed.features.cache import FeatureStoreWriter
 from speechbed.jobs import load_jobs
+from speechbed.training import data as training_data
 from speechbed.training.augmentation import augment_batch
-from speechbed.training.config import RunConfig, TrainingConfig
-from speechbed.training.loop import train_run
+from speechbed.training.config import DataConfig, RunConfig, TrainingConfig
+from speechbed.training.loop import train_run, training_fingerprint
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NUM_FEATURES = 8
@@ -220,6 +221,34 @@ def test_missing_cache_and_unknown_keys_are_user_errors(tmp_path, cache_director
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(Exception, match="did you mean 'recurrent_size'"):
         load_jobs(path, RunConfig)
+
+
+def test_in_memory_option_picks_how_frames_are_read_not_what_is_read(cache_directory, monkeypatch):
+    def epoch_of_batches(in_memory):
+        data = DataConfig(cache_directory=cache_directory, batch_size=5, in_memory=in_memory)
+        loader = training_data.open_loader(data, "train", shuffle=True, seed=4)
+        loader.batch_sampler.set_epoch(1)
+        return loader.dataset.cache.in_memory, list(loader)
+
+    streamed, reference = epoch_of_batches(False)
+    assert not streamed
+    for setting, held in (("auto", True), (True, True)):
+        in_memory, batches = epoch_of_batches(setting)
+        assert in_memory == held
+        assert len(batches) == len(reference)
+        for batch, expected in zip(batches, reference, strict=True):
+            assert batch.utt_ids == expected.utt_ids
+            assert torch.equal(batch.feats, expected.feats)
+            assert torch.equal(batch.targets, expected.targets)
+    monkeypatch.setattr(training_data, "IN_MEMORY_AUTO_BYTES", 100)  # train.zarr holds more
+    assert epoch_of_batches("auto")[0] is False
+    # how frames are read does not change what a run trains, so checkpoints stay usable
+    settings = run_config(Path("run"), cache_directory)
+    fingerprints = set()
+    for in_memory in ("auto", True, False):
+        settings["data"]["in_memory"] = in_memory
+        fingerprints.add(training_fingerprint(RunConfig.model_validate(settings)))
+    assert len(fingerprints) == 1
 
 
 def test_augmentation_keeps_lengths_consistent_and_is_reproducible():

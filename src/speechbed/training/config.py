@@ -44,6 +44,11 @@ class DataConfig(JobSchema):
     test_partition: str = Field("test", description="partition scored once, at evaluation")
     batch_size: int = Field(32, ge=1, description="utterances per batch")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: in-process)")
+    in_memory: bool | Literal["auto"] = Field(
+        "auto",
+        description="hold each partition's frames in memory (read once): true, false (stream "
+        "through a chunk cache), or auto (true when the partition's frames take at most 1 GiB)",
+    )
 
 
 class ModelConfig(JobSchema):

@@ -11,8 +11,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from speechbed.errors import UserInputError
+from speechbed.features.cache import FeatureCache
 from speechbed.features.loader import BucketBatchSampler, CachedUtterances, collate_padded
 from speechbed.training.config import DataConfig
+
+#: ``data.in_memory: auto`` holds a partition in memory when its frames take at most this.
+IN_MEMORY_AUTO_BYTES = 1 << 30
 
 
 def partition_path(data: DataConfig, partition: str) -> Path:
@@ -36,7 +40,12 @@ def open_loader(
     generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader of ``PaddedBatch`` over one partition; its ``batch_sampler`` has ``set_epoch``."""
-    dataset = CachedUtterances(partition_path(data, partition))
+    cache = FeatureCache(partition_path(data, partition))
+    if data.in_memory is True or (
+        data.in_memory == "auto" and cache.feats_bytes <= IN_MEMORY_AUTO_BYTES
+    ):
+        cache.load_into_memory()
+    dataset = CachedUtterances(cache)
     if len(dataset) == 0:
         raise UserInputError(f"partition '{partition}' in {data.cache_directory} has no utterances")
     sampler = BucketBatchSampler(

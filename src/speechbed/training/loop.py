@@ -55,7 +55,11 @@ def training_fingerprint(config: RunConfig) -> str:
     settings = config.model_dump(mode="json")
     relevant = {
         "seed": config.info.seed,
-        "data": {key: value for key, value in settings["data"].items() if key != "num_workers"},
+        "data": {
+            key: value
+            for key, value in settings["data"].items()
+            if key not in ("num_workers", "in_memory")
+        },
         "model": settings["model"],
         "training": settings["training"],
     }
