@@ -156,8 +156,8 @@ def read_store_attributes(path: str | Path) -> dict[str, Any] | None:
 class FeatureCache:
     """Reads one store: ids, frame counts and tokens up front; frames on demand.
 
-    Picklable and safe with DataLoader workers: the frames array is opened lazily in each
-    process that reads it. Streaming reads keep decoded chunks in a least-recently-used cache
+    Picklable and safe with DataLoader workers: the frames array is reopened in each process
+    that reads it. Streaming reads keep decoded chunks in a least-recently-used cache
     of ``chunk_cache_bytes`` per process, so an epoch over a store smaller than that decodes
     each chunk once. With ``in_memory=True`` every frame is read once, in one bulk read
     (the fastest way through an epoch when the partition fits in memory; workers forked
@@ -205,6 +205,11 @@ class FeatureCache:
             self._in_memory = self._frames_array()[:]
             self._chunks.clear()
             self._chunks_bytes = 0
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every frame is held in memory (``load_into_memory`` has run)."""
+        return self._in_memory is not None
 
     @property
     def feats_bytes(self) -> int:
