@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.storage import storage_directory
 from speechbed.sweep.experiment import (
-    artifacts_directory,
     check_gpus,
     check_inputs,
     load_experiment,
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         written = write_experiment(
             experiment,
             ROOT,
-            artifacts_directory(ROOT),
+            storage_directory("ARTIFACTS_DIRECTORY", ROOT),
             num_gpus=arguments.num_gpus,
             num_jobs=arguments.num_jobs,
             run_in=arguments.run_in,

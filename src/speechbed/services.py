@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.storage import storage_directory
 
 SERVICES = ("jupyter", "tensorboard")
 DEFAULT_PORTS = {
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     root = Path(os.environ.get("SPEECHBED_ROOT") or Path.cwd()).resolve()
-    artifacts = Path(os.environ.get("ARTIFACTS_DIRECTORY") or root / "storage" / "artifacts")
+    artifacts = storage_directory("ARTIFACTS_DIRECTORY", root)
     try:
         if arguments.stop:
             stopped = stop_service(arguments.name, artifacts)

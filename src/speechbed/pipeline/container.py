@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from speechbed.errors import UserInputError
 from speechbed.pipeline.executors import Executor, Launch
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.storage import STORAGE_FOLDERS, storage_directory
 
 ENGINES = ("docker", "podman")
 #: How leased GPUs reach the container: docker's ``--gpus``, CDI devices (podman with the
@@ -43,9 +44,7 @@ DEFAULT_GPU_MODE = {"docker": "gpus", "podman": "cdi"}
 WORKSPACE = PurePosixPath("/workspace")
 #: Host folder variables and where they are mounted in every container.
 STORAGE_PATHS = {
-    "DATA_DIRECTORY": PurePosixPath("/storage/data"),
-    "CACHE_DIRECTORY": PurePosixPath("/storage/cache"),
-    "ARTIFACTS_DIRECTORY": PurePosixPath("/storage/artifacts"),
+    variable: PurePosixPath("/storage") / folder for variable, folder in STORAGE_FOLDERS.items()
 }
 #: Where a job's script or config that lies outside every mounted folder is mounted read-only.
 JOB_FILES = PurePosixPath("/storage/job")
@@ -163,8 +162,7 @@ def storage_mounts(root: Path, environ: Mapping[str, str]) -> list[Mount]:
     """
     mounts = [Mount(Path(os.path.realpath(root)), WORKSPACE)]
     for variable, container in STORAGE_PATHS.items():
-        configured = environ.get(variable, "").strip()
-        host = Path(configured) if configured else Path(root) / "storage" / container.name
+        host = storage_directory(variable, root, environ)
         mounts.append(Mount(Path(os.path.realpath(host)), container))
     return mounts
 

@@ -16,6 +16,7 @@ from speechbed.pipeline.executors import Executor, make_executor
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import job_key
+from speechbed.storage import storage_directory
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,8 @@ def repository_root(environ: Mapping[str, str]) -> Path:
 
 def artifacts_directory(environ: Mapping[str, str], root: Path) -> Path:
     """``ARTIFACTS_DIRECTORY``, else ``<root>/storage/artifacts`` (as in default.sh)."""
-    configured = environ.get("ARTIFACTS_DIRECTORY", "").strip()
     # Absolute, so the paths in logs and records stay right for jobs running in ``root``.
-    return Path(configured).absolute() if configured else root / "storage" / "artifacts"
+    return storage_directory("ARTIFACTS_DIRECTORY", root, environ).absolute()
 
 
 def pipeline_name(source: Path, configured: str | None) -> str:

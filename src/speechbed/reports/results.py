@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from speechbed.reports.statistics import describe_by_condition
+from speechbed.storage import storage_directory
 
 RUN_COLUMNS = [
     "experiment", "run_id", "condition", "seed", "dev_per", "test_per", "epochs",
@@ -43,10 +44,7 @@ class ExperimentResults:
 
 def default_artifacts_directory() -> Path:
     """``ARTIFACTS_DIRECTORY``, else ``storage/artifacts`` under ``SPEECHBED_ROOT`` or the cwd."""
-    value = os.environ.get("ARTIFACTS_DIRECTORY")
-    if value:
-        return Path(value)
-    return Path(os.environ.get("SPEECHBED_ROOT") or Path.cwd()) / "storage" / "artifacts"
+    return storage_directory("ARTIFACTS_DIRECTORY", os.environ.get("SPEECHBED_ROOT") or Path.cwd())
 
 
 def _run_index(folder: Path) -> dict[str, dict[str, Any]]:

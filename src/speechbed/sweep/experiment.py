@@ -13,7 +13,6 @@ paths; run folders as ``${ARTIFACTS_DIRECTORY}/...``) and each run's ``config.ym
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -339,10 +338,3 @@ def write_experiment(
     ]
     _dump(out / "pipeline.yml", _pipeline(name, 1, outer_jobs), header)
     return WrittenFiles(out, out / "pipeline.yml", run_configs)
-
-
-def artifacts_directory(root: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """``ARTIFACTS_DIRECTORY`` or the default under the repository."""
-    environ = os.environ if environ is None else environ
-    value = environ.get("ARTIFACTS_DIRECTORY")
-    return Path(value) if value else root / "storage" / "artifacts"

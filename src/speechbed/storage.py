@@ -1,0 +1,26 @@
+"""Where the testbed keeps data, caches and artifacts: one rule, the one default.sh states.
+
+Called by the pipeline runner, the container executor, the sweep, the reports and the services.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+#: The storage variables and their folder under ``<repository>/storage/`` when unset.
+STORAGE_FOLDERS = {
+    "DATA_DIRECTORY": "data",
+    "CACHE_DIRECTORY": "cache",
+    "ARTIFACTS_DIRECTORY": "artifacts",
+}
+
+
+def storage_directory(
+    variable: str, root: str | Path, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The folder ``variable`` names, else ``<root>/storage/<folder>`` (as in setup/environment/default.sh)."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get(variable, "").strip()
+    return Path(configured) if configured else Path(root) / "storage" / STORAGE_FOLDERS[variable]
