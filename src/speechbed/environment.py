@@ -29,8 +29,9 @@ from rich.text import Text
 
 from speechbed.errors import UserInputError
 from speechbed.pipeline.inventory import parse_gpu_list
+from speechbed.storage import repository_root
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = repository_root({})
 DEFAULTS_FILE = Path("setup/environment/default.sh")
 _EXPORT = re.compile(r"^\s*export\s+([A-Za-z_][A-Za-z0-9_]*)=", re.MULTILINE)
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD")

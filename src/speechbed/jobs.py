@@ -11,7 +11,9 @@ the line, the job index and the key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import json
 import os
 import re
 import sys
@@ -27,6 +29,11 @@ import pydantic
 import yaml
 
 from speechbed.errors import UserInputError
+from speechbed.lineage import Lineage
+from speechbed.outputs import OutputError, OutputLock, write_text_atomic
+from speechbed.storage import repository_root
+
+LINEAGE_FILE_VARIABLE = "SPEECHBED_LINEAGE_FILE"
 
 _VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -35,9 +42,37 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class JobSchema(pydantic.BaseModel):
-    """Base of every script's job schema: unknown keys are errors, fields carry descriptions."""
+    """Base of every script's job schema: unknown keys are errors, fields carry descriptions.
+
+    Lineage: fields made with ``input_path``/``output_path`` are the job's inputs and outputs
+    (a schema whose paths are derived overrides ``lineage_paths``); ``code_versions`` names
+    the versions of the code whose change makes the job's outputs out of date.
+    """
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_default=True)
+    code_versions: typing.ClassVar[dict[str, int]] = {}
+
+    def lineage_paths(self) -> tuple[list[Path], list[Path]]:
+        """(inputs, outputs): the files and folders this job reads and writes."""
+        found: dict[str, list[Path]] = {"input": [], "output": []}
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra
+            role = extra.get("lineage") if isinstance(extra, dict) else None
+            value = getattr(self, name)
+            if role in found and value is not None:
+                values = value if isinstance(value, list | tuple) else [value]
+                found[str(role)].extend(Path(item) for item in values)
+        return found["input"], found["output"]
+
+
+def input_path(*args: Any, **kwargs: Any) -> Any:
+    """A ``Field`` for a path the job reads (its fingerprint is part of the job's done record)."""
+    return pydantic.Field(*args, json_schema_extra={"lineage": "input"}, **kwargs)
+
+
+def output_path(*args: Any, **kwargs: Any) -> Any:
+    """A ``Field`` for a path the job writes (locked while written; must still exist to be done)."""
+    return pydantic.Field(*args, json_schema_extra={"lineage": "output"}, **kwargs)
 
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
@@ -353,10 +388,11 @@ def run_jobs_cli(
         print(f"error: {error}", file=sys.stderr)
         return 2
     failed = 0
+    lineage = Lineage()
     for index, job in enumerate(jobs):
         context = JobContext(source=arguments.yml, index=index, force=arguments.force)
         try:
-            run(job, context)
+            lineage.merge(run_with_lineage(job, context, run))
         except UserInputError as error:
             print(f"error: {arguments.yml}: job {index}: {error}", file=sys.stderr)
             failed += 1
@@ -366,4 +402,39 @@ def run_jobs_cli(
             failed += 1
     if failed:
         print(f"{failed} of {len(jobs)} job(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+        return 1
+    return _report_lineage(lineage)
+
+
+def run_with_lineage(
+    job: Schema, context: JobContext, run: Callable[[Schema, JobContext], None]
+) -> Lineage:
+    """Run one job holding the locks of its outputs; measure what it read and wrote.
+
+    Another process producing the same output is waited for; the job then runs and its own
+    up-to-date check finds the output done. Inputs are fingerprinted once the locks are held.
+    """
+    inputs, outputs = job.lineage_paths() if isinstance(job, JobSchema) else ([], [])
+    versions = job.code_versions if isinstance(job, JobSchema) else {}
+    with contextlib.ExitStack() as locks:
+        for path in sorted({Path(os.path.abspath(path)) for path in outputs}):
+            locks.enter_context(OutputLock(path, who=f"{context.source}: job {context.index}"))
+        root = repository_root()
+        before = Lineage.measure(inputs, [], versions, os.environ, root)
+        run(job, context)
+        after = Lineage.measure([], outputs, versions, os.environ, root)
+    before.outputs = after.outputs
+    return before
+
+
+def _report_lineage(lineage: Lineage) -> int:
+    """Hand the lineage to the pipeline runner that started us (``SPEECHBED_LINEAGE_FILE``)."""
+    target = os.environ.get(LINEAGE_FILE_VARIABLE, "").strip()
+    if not target:
+        return 0
+    try:
+        write_text_atomic(target, json.dumps(lineage.to_json(), indent=1) + "\n")
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,4 +1,4 @@
-"""Where the testbed keeps data, caches and artifacts: one rule, the one default.sh states.
+"""Where the testbed lives and keeps data, caches and artifacts: one rule each, as default.sh states.
 
 Called by the pipeline runner, the container executor, the sweep, the reports and the services.
 """
@@ -24,3 +24,12 @@ def storage_directory(
     environ = os.environ if environ is None else environ
     configured = environ.get(variable, "").strip()
     return Path(configured) if configured else Path(root) / "storage" / STORAGE_FOLDERS[variable]
+
+
+def repository_root(environ: Mapping[str, str] | None = None) -> Path:
+    """``SPEECHBED_ROOT`` (set for every pipeline job), else the checkout this package lives in."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get("SPEECHBED_ROOT", "").strip()
+    if configured:
+        return Path(configured).resolve()
+    return Path(__file__).resolve().parents[2]

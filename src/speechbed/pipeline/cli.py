@@ -17,10 +17,11 @@ from speechbed.jobs import describe_schema
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.inventory import discover_gpus
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
-from speechbed.pipeline.loader import artifacts_directory, load_pipeline, repository_root
+from speechbed.pipeline.loader import artifacts_directory, load_pipeline
 from speechbed.pipeline.scheduler import Scheduler, exit_code
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import JobState
+from speechbed.storage import repository_root
 
 DESCRIPTION = """Run a pipeline: a YAML list of `python SCRIPT -y CONFIG ARGS...` steps, scheduled
 onto GPUs with exclusive leases, with logs, resume and a summary."""

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from speechbed.errors import UserInputError
 from speechbed.pipeline.executors import Executor, Launch
 from speechbed.pipeline.plan import PlannedJob
-from speechbed.storage import STORAGE_FOLDERS, storage_directory
+from speechbed.storage import STORAGE_FOLDERS, repository_root, storage_directory
 
 ENGINES = ("docker", "podman")
 #: How leased GPUs reach the container: docker's ``--gpus``, CDI devices (podman with the
@@ -577,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown and arguments.action != "build":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     environ = dict(os.environ)
-    root = Path(environ.get("SPEECHBED_ROOT") or Path(__file__).resolve().parents[3])
+    root = repository_root(environ)
     try:
         settings = ContainerSettings.from_environment(environ)
         if shutil.which(settings.engine) is None:

@@ -30,14 +30,6 @@ class Pipeline:
     executors: dict[str, Executor]
 
 
-def repository_root(environ: Mapping[str, str]) -> Path:
-    """``SPEECHBED_ROOT``, else the checkout this package lives in (it holds scripts/pipeline.py)."""
-    configured = environ.get("SPEECHBED_ROOT", "").strip()
-    if configured:
-        return Path(configured).resolve()
-    return Path(__file__).resolve().parents[3]
-
-
 def artifacts_directory(environ: Mapping[str, str], root: Path) -> Path:
     """``ARTIFACTS_DIRECTORY``, else ``<root>/storage/artifacts`` (as in default.sh)."""
     # Absolute, so the paths in logs and records stay right for jobs running in ``root``.
