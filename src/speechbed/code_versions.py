@@ -1,0 +1,14 @@
+"""Versions of the code whose change makes earlier outputs out of date, by name.
+
+Read by the steps that record them in their lineage (``JobSchema.code_versions``) and by the
+pipeline runner, which compares them without importing any ML code. Bump a number when a
+change alters what the step writes.
+"""
+
+CODE_VERSIONS: dict[str, int] = {
+    "features": 2,
+    "synthetic_corpus": 1,
+    "timit_prep": 1,
+    "training": 1,
+    "evaluation": 1,
+}
