@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,14 +14,15 @@ from pathlib import Path
 from typing import TextIO
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import describe_schema
+from speechbed.jobs import LINEAGE_FILE_VARIABLE, describe_schema
+from speechbed.outputs import write_text_atomic
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.inventory import discover_gpus
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
 from speechbed.pipeline.loader import artifacts_directory, load_pipeline
-from speechbed.pipeline.scheduler import Scheduler, exit_code
+from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler, exit_code
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
-from speechbed.pipeline.state import JobState
+from speechbed.pipeline.state import NESTED_PIPELINE, JobState
 from speechbed.storage import repository_root
 
 DESCRIPTION = """Run a pipeline: a YAML list of `python SCRIPT -y CONFIG ARGS...` steps, scheduled
@@ -83,14 +85,13 @@ def main(
         pipeline = load_pipeline(
             arguments.yml, environ, gpus, root, artifacts, num_jobs=arguments.num_jobs
         )
-        state = JobState(artifacts / "pipelines" / "state")
+        state = JobState(artifacts / "pipelines" / "state", environ, root)
+        force = arguments.force or environ.get(FORCE_VARIABLE) == "1"
         if arguments.dry_run:
-            done = (
-                set()
-                if arguments.force
-                else {job.key for job in pipeline.jobs if state.is_done(job.key)}
-            )
-            display.plan(pipeline.name, pipeline.jobs, done, gpus, gpu_source, state.state_dir)
+            reasons = {
+                job.key: "--force" if force else state.why_run(job.key) for job in pipeline.jobs
+            }
+            display.plan(pipeline.name, pipeline.jobs, reasons, gpus, gpu_source, state.state_dir)
             return 0
         leases = GpuLeases(default_lease_dir(environ))
         if gpus:
@@ -102,7 +103,7 @@ def main(
             state,
             display,
             base_env=environ,
-            force=arguments.force,
+            force=force,
             keep_going=arguments.keep_going,
             kill_grace=arguments.kill_grace,
         )
@@ -127,4 +128,6 @@ def main(
     code = exit_code(records, scheduler.interrupted_by)
     if code:
         display.message(f"pipeline {pipeline.name} did not complete (exit {code})")
+    elif environ.get(LINEAGE_FILE_VARIABLE):  # run as a job of an outer pipeline
+        write_text_atomic(environ[LINEAGE_FILE_VARIABLE], json.dumps({NESTED_PIPELINE: True}))
     return code

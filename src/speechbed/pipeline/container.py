@@ -50,6 +50,9 @@ STORAGE_PATHS = {
 JOB_FILES = PurePosixPath("/storage/job")
 #: Harmless settings passed through when the runner has them (never credentials).
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: Set by the pipeline runner for each job: where it hands back its lineage (a path under
+#: ARTIFACTS_DIRECTORY, rewritten like the others) and whether nested pipelines force.
+RUNNER_VARIABLES = ("SPEECHBED_LINEAGE_FILE", "SPEECHBED_FORCE")
 #: PyTorch's DataLoader workers share tensors through /dev/shm, which is 64 MB by default.
 SHARED_MEMORY_SIZE = "8g"
 #: The image's ports for JupyterLab and TensorBoard (docker/Dockerfile EXPOSEs them).
@@ -198,7 +201,7 @@ def container_environment(
     """The variables a container gets: folder settings at their container paths, harmless
     pass-through settings and the ``needed`` ones present in ``base_env`` (paths rewritten)."""
     env: dict[str, str] = {}
-    for name in sorted(set(PASSED_THROUGH) | set(needed)):
+    for name in sorted(set(PASSED_THROUGH) | set(RUNNER_VARIABLES) | set(needed)):
         if name in base_env:
             env[name] = _rewritten(base_env[name], mounts)
     env["SPEECHBED_ROOT"] = str(WORKSPACE)

@@ -71,6 +71,7 @@ class PipelineDisplay:
     def job_started(self, record: JobRecord) -> None:
         self._event(
             f"start  {record.job.name}  gpus={_gpus(record.devices)}  log={record.job.log_path}"
+            + (f"  ({record.reason})" if record.reason else "")
         )
 
     def job_output(self, record: JobRecord, line: str) -> None:
@@ -149,7 +150,7 @@ class PipelineDisplay:
         self,
         name: str,
         jobs: list[PlannedJob],
-        skipped: set[str],
+        reasons: dict[str, str | None],
         gpus: list[int],
         gpu_source: str,
         state_dir: Path,
@@ -166,8 +167,8 @@ class PipelineDisplay:
                 str(job.index),
                 job.name,
                 Text("skip (done)", style="cyan")
-                if job.key in skipped
-                else Text("run", style="green"),
+                if reasons[job.key] is None
+                else Text(f"run: {reasons[job.key]}", style="green"),
                 job.run_in,
                 str(job.num_gpus),
                 "yes" if job.blocking else "",

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from speechbed.errors import UserInputError
+from speechbed.jobs import LINEAGE_FILE_VARIABLE
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.executors import Executor, Launch
 from speechbed.pipeline.leases import GpuLeases
@@ -47,6 +48,8 @@ from speechbed.pipeline.loader import Pipeline
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.state import JobState
 
+#: Set for the jobs of a ``--force`` run, so nested pipelines rerun their jobs too.
+FORCE_VARIABLE = "SPEECHBED_FORCE"
 FOREIGN_LEASE_POLL_SECONDS = 0.2
 NO_PIDFD_POLL_SECONDS = 0.05  # only where os.pidfd_open is missing (not Linux)
 PARTIAL_LINE_LIMIT = 8192  # a line longer than this is shown in pieces
@@ -64,6 +67,7 @@ class JobRecord:
     ended: float | None = None
     returncode: int | None = None
     note: str = ""
+    reason: str = ""  # why it runs rather than being skipped
 
     @property
     def seconds(self) -> float:
@@ -147,12 +151,15 @@ class Scheduler:
         self.display = display
         self.base_env = dict(base_env)
         self.keep_going = keep_going
+        self.force = force
         self.kill_grace = kill_grace
         self.records = [JobRecord(job) for job in pipeline.jobs]
-        if not force:
-            for record in self.records:
-                if state.is_done(record.job.key):
-                    record.status = JobStatus.SKIPPED
+        for record in self.records:
+            reason = "--force" if force else state.why_run(record.job.key)
+            if reason is None:
+                record.status = JobStatus.SKIPPED
+            else:
+                record.reason = reason
         self.segments = self._segments(pipeline.jobs)
         self.interrupted_by: int | None = None
         self._running: dict[int, _Running] = {}  # job index -> running job
@@ -318,7 +325,13 @@ class Scheduler:
         launch: Launch | None = None
         log = -1
         try:
-            launch = executor.launch(job, devices, self.base_env)
+            job_env = {
+                **self.base_env,
+                LINEAGE_FILE_VARIABLE: str(self.state.lineage_path(job.key)),
+            }
+            if self.force:
+                job_env[FORCE_VARIABLE] = "1"  # reaches the jobs of nested pipelines
+            launch = executor.launch(job, devices, job_env)
             log = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             header = f"$ {shlex.join(launch.argv)}\n# CUDA_VISIBLE_DEVICES={','.join(map(str, devices))} cwd={launch.cwd}\n"
             os.write(log, header.encode())
@@ -425,8 +438,9 @@ class Scheduler:
                 "config": str(record.job.config),
                 "seconds": round(record.seconds, 3),
             }
+            lineage = self.state.take_lineage(record.job.key)
             try:
-                self.state.record_success(record.job.key, details)
+                self.state.record_success(record.job.key, details, lineage)
             except OSError as error:  # the work is done; only the next run will redo it
                 self._finish(record, JobStatus.DONE, f"success not recorded: {error}")
             else:

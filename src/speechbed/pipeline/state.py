@@ -1,26 +1,37 @@
-"""Job keys and success records: what lets a re-run pipeline skip the jobs already done.
+"""Job keys and done records: what lets a re-run pipeline skip exactly the jobs still done.
 
-The loader computes keys; the scheduler records successes; ``--dry-run`` reads them.
+The loader computes keys; the scheduler records successes and asks ``why_run`` before
+starting a job; ``--dry-run`` prints the same answers.
 
 A job's key is a SHA-256 over its script path (relative to the repository root when
 inside it), the text of its job file after ``${VAR}`` substitution, its ``run_in`` and its
-extra ``args``. Success is one small JSON file, ``<state dir>/<key>.json``, written to a
-temporary name and renamed into place; failed and interrupted jobs leave no record, so
-the next run starts them again. The state folder is ``${ARTIFACTS_DIRECTORY}/pipelines/state``.
-Keys do not depend on the pipeline file, so a job done by one pipeline counts as done in
-another that runs the very same step.
+extra ``args``. Success is one small JSON file, ``<state dir>/<key>.json``, written
+atomically (``speechbed.outputs``); failed and interrupted jobs leave no record. A script
+that follows the job-file convention hands the runner its lineage (``speechbed.lineage``:
+fingerprints of what it read and wrote, and its code versions) through the file named by
+``SPEECHBED_LINEAGE_FILE``; the record keeps it, and the job counts as done only while its
+inputs still match and its outputs still exist unchanged. A nested pipeline reports itself
+as such and always runs again: its own jobs decide what is done. Keys do not depend on the
+pipeline file, so a job done by one pipeline counts as done in another that runs the very
+same step. The state folder is ``${ARTIFACTS_DIRECTORY}/pipelines/state``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from speechbed.errors import UserInputError
+from speechbed.code_versions import CODE_VERSIONS
+from speechbed.lineage import Lineage
+from speechbed.outputs import OutputError, make_folder, write_text_atomic
+
+#: What a nested pipeline writes to its lineage file: "run me every time".
+NESTED_PIPELINE = "nested_pipeline"
 
 
 def job_key(script: str, resolved_config_text: str, run_in: str, args: Sequence[str]) -> str:
@@ -30,29 +41,62 @@ def job_key(script: str, resolved_config_text: str, run_in: str, args: Sequence[
 
 
 class JobState:
-    """Success records in one folder, one file per job key."""
+    """Done records in one folder, one file per job key."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, environ: Mapping[str, str], root: Path) -> None:
         self.state_dir = state_dir
+        self.environ = environ
+        self.root = root
 
     def record_path(self, key: str) -> Path:
         return self.state_dir / f"{key}.json"
 
+    def lineage_path(self, key: str) -> Path:
+        """Where a running job hands over its lineage (hidden, unique to this runner)."""
+        return self.state_dir / f".{key}.lineage-{os.getpid()}.json"
+
+    def why_run(self, key: str) -> str | None:
+        """None when the job is done for its current inputs, else the reason to run it."""
+        try:
+            record = json.loads(self.record_path(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "not run before"
+        except (OSError, ValueError):
+            return "its done record is unreadable"
+        lineage = record.get("lineage")
+        if not isinstance(lineage, dict):
+            return None  # a script outside the convention: done when it succeeded
+        if lineage.get(NESTED_PIPELINE):
+            return "nested pipeline: its own jobs decide"
+        return Lineage.from_json(lineage).why_outdated(CODE_VERSIONS, self.environ, self.root)
+
     def is_done(self, key: str) -> bool:
-        return self.record_path(key).is_file()
+        return self.why_run(key) is None
 
     def prepare(self) -> None:
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserInputError(
-                f"cannot create the pipeline state folder {self.state_dir} ({error}); "
-                "check ARTIFACTS_DIRECTORY"
+            make_folder(self.state_dir)
+        except OutputError as error:
+            raise OutputError(
+                f"{error} (the pipeline state folder; check ARTIFACTS_DIRECTORY)"
             ) from None
 
-    def record_success(self, key: str, details: dict[str, object]) -> None:
+    def take_lineage(self, key: str) -> dict[str, object] | None:
+        """Read and remove the lineage a finished job handed over (None if it wrote none)."""
+        path = self.lineage_path(key)
+        try:
+            lineage = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return lineage if isinstance(lineage, dict) else None
+
+    def record_success(
+        self, key: str, details: dict[str, object], lineage: dict[str, object] | None
+    ) -> None:
         record = {"key": key, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
-        final = self.record_path(key)
-        temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-        os.replace(temporary, final)
+        if lineage is not None:
+            record["lineage"] = lineage
+        write_text_atomic(self.record_path(key), json.dumps(record, indent=1, default=str) + "\n")
