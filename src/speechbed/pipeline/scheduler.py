@@ -161,6 +161,7 @@ class Scheduler:
             else:
                 record.reason = reason
         self.segments = self._segments(pipeline.jobs)
+        self._checked_segments = {min(self.segments, default=0)}
         self.interrupted_by: int | None = None
         self._running: dict[int, _Running] = {}  # job index -> running job
         self._selector = selectors.DefaultSelector()
@@ -288,18 +289,45 @@ class Scheduler:
 
     # ------------------------------------------------------------------ starting jobs
 
+    def _recheck_segment(self, segment: int) -> None:
+        """Ask again whether a later segment's jobs are done, once every earlier one finished:
+        a job upstream may have rewritten their inputs in this run."""
+        if segment in self._checked_segments:
+            return
+        self._checked_segments.add(segment)
+        if self.force:
+            return
+        for index, record in enumerate(self.records):
+            if self.segments[index] != segment or record.status not in (
+                JobStatus.PENDING,
+                JobStatus.SKIPPED,
+            ):
+                continue
+            reason = self.state.why_run(record.job.key)
+            record.status = JobStatus.SKIPPED if reason is None else JobStatus.PENDING
+            record.reason = reason or ""
+
     def _start_runnable(self) -> None:
         self._waiting_on_foreign_lease = False
         if self.interrupted_by is not None:
+            return
+        current = None
+        for segment in sorted(set(self.segments)):
+            self._recheck_segment(segment)
+            if any(
+                self.segments[index] == segment
+                and record.status in (JobStatus.PENDING, JobStatus.RUNNING)
+                for index, record in enumerate(self.records)
+            ):
+                current = segment
+                break
+        if current is None:
             return
         unfinished = [
             index
             for index, record in enumerate(self.records)
             if record.status in (JobStatus.PENDING, JobStatus.RUNNING)
         ]
-        if not unfinished:
-            return
-        current = min(self.segments[index] for index in unfinished)
         for index in unfinished:
             if len(self._running) >= self.pipeline.num_jobs:
                 return
