@@ -28,7 +28,7 @@ from pathlib import Path
 
 from speechbed.code_versions import CODE_VERSIONS
 from speechbed.lineage import Lineage
-from speechbed.outputs import OutputError, make_folder, write_text_atomic
+from speechbed.outputs import OutputError, make_folder, process_alive, write_text_atomic
 
 #: What a nested pipeline writes to its lineage file: "run me every time".
 NESTED_PIPELINE = "nested_pipeline"
@@ -74,12 +74,18 @@ class JobState:
         return self.why_run(key) is None
 
     def prepare(self) -> None:
+        """Create the folder; drop lineage hand-overs left by runners that died."""
         try:
             make_folder(self.state_dir)
         except OutputError as error:
             raise OutputError(
                 f"{error} (the pipeline state folder; check ARTIFACTS_DIRECTORY)"
             ) from None
+        for leftover in self.state_dir.glob(".*.lineage-*.json"):
+            pid = leftover.name.rsplit("-", 1)[-1].removesuffix(".json")
+            if pid.isdigit() and not process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def take_lineage(self, key: str) -> dict[str, object] | None:
         """Read and remove the lineage a finished job handed over (None if it wrote none)."""
