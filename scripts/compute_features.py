@@ -2,21 +2,25 @@
 
 Reads the manifests written by scripts/prep_timit.py (``input_path``) and writes one zarr v3
 store per partition, ``<output_path>/<partition>.zarr`` (layout in speechbed.features.cache).
-A store whose feature settings and manifest are unchanged is skipped; ``--force`` redoes it.
+A store whose feature settings and manifest are unchanged and that passes its integrity check
+(speechbed.features.integrity) is skipped; a damaged one is rebuilt; ``--force`` redoes it;
+``verify: true`` also reads every chunk of a skipped store and checks its checksum.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
 from pydantic import Field
 
+from speechbed.corpora.manifest import manifest_path
 from speechbed.errors import UserInputError
-from speechbed.features.build import build_feature_cache, manifest_partitions
+from speechbed.features.build import build_feature_cache, manifest_partitions, store_path
 from speechbed.features.settings import (
+    FEATURE_CODE_VERSION,
     NAMED_FEATURES,
     FbankSettings,
     RawSettings,
@@ -32,6 +36,8 @@ _EXPLICIT_KEYS = "; ".join(
 
 
 class ComputeFeaturesJob(JobSchema):
+    code_versions: ClassVar[dict[str, int]] = {"features": FEATURE_CODE_VERSION}
+
     input_path: Path = Field(description="manifest folder (written by scripts/prep_timit.py)")
     output_path: Path = Field(description="folder that receives <partition>.zarr")
     feature: str | dict[str, Any] = Field(
@@ -49,6 +55,12 @@ class ComputeFeaturesJob(JobSchema):
         description="torch CPU threads; 1 is fastest for the small FFT blocks, and pipelines "
         "run several caches at once (null: torch's choice)",
     )
+    verify: bool = Field(
+        False,
+        description="also read every chunk of an up-to-date store and check its checksum "
+        "(opening always checks that every chunk is there with its size); a damaged store "
+        "is rebuilt",
+    )
 
     @pydantic.field_validator("feature")
     @classmethod
@@ -59,13 +71,25 @@ class ComputeFeaturesJob(JobSchema):
             raise ValueError(str(error)) from None
         return value
 
+    def partition_names(self) -> list[str]:
+        """The partitions this job computes: ``partitions``, or every manifest in input_path."""
+        return self.partitions or manifest_partitions(self.input_path)
+
+    def lineage_paths(self) -> tuple[list[Path], list[Path]]:
+        """Inputs: the partitions' manifests; outputs: their ``<output_path>/<partition>.zarr``."""
+        partitions = self.partition_names()
+        return (
+            [manifest_path(self.input_path, partition) for partition in partitions],
+            [store_path(self.output_path, partition) for partition in partitions],
+        )
+
 
 def run(job: ComputeFeaturesJob, context: JobContext) -> None:
     threads = torch.get_num_threads()
     if job.num_threads is not None:
         torch.set_num_threads(job.num_threads)
     try:
-        for partition in job.partitions or manifest_partitions(job.input_path):
+        for partition in job.partition_names():
             _compute_partition(job, partition, context.force)
     finally:
         torch.set_num_threads(threads)
@@ -80,14 +104,22 @@ def _compute_partition(job: ComputeFeaturesJob, partition: str, force: bool) -> 
         device=job.device,
         batch_size=job.batch_size,
         force=force,
+        verify=job.verify,
     )
+    for leftover in result.removed_partials:
+        print(f"{partition}: removed {leftover}, left by a process that died")
     if result.skipped:
-        print(f"{partition}: {result.path} is up to date (same settings and manifest), skipped")
-    else:
+        checked = f", {result.verified_chunks} chunks verified" if job.verify else ""
         print(
-            f"{partition}: {result.num_utterances} utterances, {result.num_frames} frames x "
-            f"{result.num_features} -> {result.path} ({result.seconds:.1f} s)"
+            f"{partition}: {result.path} is up to date (same settings and manifest{checked}), "
+            "skipped"
         )
+        return
+    damaged = f"damaged ({result.damage}), rebuilt: " if result.damage else ""
+    print(
+        f"{partition}: {damaged}{result.num_utterances} utterances, {result.num_frames} frames x "
+        f"{result.num_features} -> {result.path} ({result.seconds:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

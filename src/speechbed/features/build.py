@@ -1,6 +1,7 @@
 """Builds a feature cache from a partition's manifest: read audio, compute in batches, write the store.
 
-Called by scripts/compute_features.py (one call per partition); skips stores that are up to date.
+Called by scripts/compute_features.py (one call per partition); skips stores that are up to date
+and pass their integrity check (speechbed.features.integrity), rebuilds the others.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from speechbed.corpora.sphere import read_sphere
 from speechbed.errors import UserInputError
 from speechbed.features.cache import FeatureStoreWriter, read_store_attributes
 from speechbed.features.computers import make_computer
+from speechbed.features.integrity import DamagedFeatureStore, check_store, count_chunks
 from speechbed.features.settings import (
     FbankSettings,
     RawSettings,
@@ -36,6 +38,7 @@ from speechbed.features.settings import (
     resolve_feature,
     settings_hash,
 )
+from speechbed.outputs import remove_dead_partials
 
 #: Utterances read ahead and sorted by length, so each computed batch pads little.
 _WINDOW_BATCHES = 8
@@ -52,6 +55,12 @@ class CacheBuildResult:
     num_frames: int
     num_features: int
     seconds: float
+    #: Why an up-to-date store was rebuilt: what its integrity check found (None: it was not).
+    damage: str | None = None
+    #: Chunks whose checksums were read and checked (``verify``) on a skipped store.
+    verified_chunks: int = 0
+    #: Temporary stores of dead processes removed before building.
+    removed_partials: tuple[Path, ...] = ()
 
 
 def manifest_partitions(manifest_folder: str | Path) -> list[str]:
@@ -119,11 +128,15 @@ def build_feature_cache(
     batch_size: int = 16,
     force: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> CacheBuildResult:
     """Compute ``feature`` for every utterance of ``partition`` into ``<output_folder>/<partition>.zarr``.
 
-    A store whose settings hash and manifest hash match is left alone (``skipped``) unless
-    ``force``. The store is written under a temporary name and renamed when complete.
+    A store whose settings hash and manifest hash match and that passes its integrity check
+    (every chunk there with its recorded size, metadata unchanged; with ``verify``, every
+    chunk's checksum read and checked) is left alone (``skipped``) unless ``force``; a store
+    that fails the check is rebuilt (``damage`` says why). The store is written under a
+    temporary name and renamed when complete; temporaries of dead processes are removed.
     """
     started = time.perf_counter()
     folder = Path(manifest_folder)
@@ -132,13 +145,27 @@ def build_feature_cache(
     settings = resolve_feature(feature)
     hashes = {"settings_hash": settings_hash(settings), "manifest_hash": manifest_hash(source)}
     target = store_path(output_folder, partition)
+    removed = tuple(remove_dead_partials(target))
     existing = read_store_attributes(target)
+    damage = None
     if not force and existing is not None:
         if all(existing.get(key) == value for key, value in hashes.items()):
-            frames = int(existing.get("num_frames", 0))
-            return CacheBuildResult(
-                target, True, len(utterances), frames, settings.num_features, 0.0
-            )
+            try:
+                record = check_store(target, verify=verify)
+            except DamagedFeatureStore as error:
+                damage = error.problem
+            else:
+                frames = int(existing.get("num_frames", 0))
+                return CacheBuildResult(
+                    target,
+                    True,
+                    len(utterances),
+                    frames,
+                    settings.num_features,
+                    time.perf_counter() - started,
+                    verified_chunks=count_chunks(record) if verify else 0,
+                    removed_partials=removed,
+                )
     _check_token_list(folder)
     computer = make_computer(settings, _resolve_device(device))
     tokens = [token_ids(utterance, source) for utterance in utterances]
@@ -182,4 +209,6 @@ def build_feature_cache(
         int(sum(counts)),
         settings.num_features,
         time.perf_counter() - started,
+        damage=damage,
+        removed_partials=removed,
     )

@@ -9,13 +9,19 @@ Layout of ``<partition>.zarr``:
 - ``utt_ids``: str, (utterances,)
 - ``tokens``: int32, 48-phone token ids concatenated; ``token_offsets`` (utterances + 1,) int64
 - attributes: ``feature_settings`` (mapping), ``settings_hash``, ``manifest_hash`` and more
+- ``speechbed-integrity.json`` and the lineage fingerprint: see speechbed.features.integrity
+
+Every chunk ends in a CRC-32C (zarr's ``crc32c`` codec after blosc), so a damaged chunk fails
+its checksum before blosc decodes it; every chunk is written, even one of zeros, so a missing
+chunk file is damage, never a chunk of zeros.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
-import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +29,16 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from speechbed.errors import UserInputError
+from speechbed.features.integrity import (
+    DamagedFeatureStore,
+    check_chunk,
+    check_store,
+    record_store,
+)
+from speechbed.outputs import atomic_output
 
 #: Uncompressed bytes per chunk of ``feats``: a few utterances (fewer, larger reads are faster
 #: through zarr; a random utterance still decodes at most two chunks).
@@ -34,7 +47,10 @@ CHUNK_BYTES = 1 << 20
 CHUNK_CACHE_BYTES = 256 << 20
 #: Least span a streaming read decodes when the store fits the chunk cache (read-ahead).
 READ_AHEAD_BYTES = 8 << 20
-_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+#: Blosc, then a CRC-32C of the compressed bytes: on reading, the checksum is checked first.
+_CODECS = (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
+#: Chunks of zeros are written too, so that a missing chunk file is never read as zeros.
+_ARRAY_CONFIG = {"write_empty_chunks": True}
 _REQUIRED_ARRAYS = ("feats", "offsets", "utt_ids", "tokens", "token_offsets")
 
 
@@ -44,11 +60,17 @@ def _offsets(counts: Sequence[int]) -> np.ndarray:
     return offsets
 
 
+class _NotCommitted(Exception):
+    """Ends a writer's temporary output when it is left without ``commit()``."""
+
+
 class FeatureStoreWriter:
-    """Writes one store under a temporary name; ``commit()`` renames it into place.
+    """Writes one store under a temporary name; ``commit()`` records it and renames it into place.
 
     Use as a context manager: leaving it without ``commit()`` (an error) removes the
-    temporary store, so nothing half-written is ever at ``path``.
+    temporary store, so nothing half-written is ever at ``path``. The temporary name and the
+    rename follow speechbed.outputs (``.<name>.partial-<pid>``; leftovers of dead processes
+    are removed by the next writer).
     """
 
     def __init__(
@@ -63,24 +85,34 @@ class FeatureStoreWriter:
         if not len(utt_ids) == len(num_frames) == len(tokens):
             raise ValueError("utt_ids, num_frames and tokens must have one entry per utterance")
         self.path = Path(path)
-        self.temporary_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self.offsets = _offsets(num_frames)
         self.num_features = num_features
-        shutil.rmtree(self.temporary_path, ignore_errors=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._output: contextlib.AbstractContextManager[Path] | None = atomic_output(self.path)
+        self.temporary_path = self._output.__enter__()
+        try:
+            self._create(utt_ids, tokens, attributes)
+        except BaseException as error:
+            self._finish(error)
+            raise
+        self._written = np.zeros(len(utt_ids), dtype=bool)
+
+    def _create(
+        self, utt_ids: Sequence[str], tokens: Sequence[Sequence[int]], attributes: dict[str, Any]
+    ) -> None:
         group = zarr.open_group(self.temporary_path, mode="w", zarr_format=3)
-        chunk_frames = max(1, CHUNK_BYTES // (4 * num_features))
+        chunk_frames = max(1, CHUNK_BYTES // (4 * self.num_features))
         total = int(self.offsets[-1])
+        common = {"compressors": _CODECS, "config": _ARRAY_CONFIG}
         self._feats = group.create_array(
             "feats",
-            shape=(total, num_features),
+            shape=(total, self.num_features),
             dtype="float32",
-            chunks=(max(1, min(chunk_frames, total)), num_features),
-            compressors=_COMPRESSOR,
+            chunks=(max(1, min(chunk_frames, total)), self.num_features),
+            **common,
         )
-        group.create_array("offsets", data=self.offsets, chunks=(len(self.offsets),))
+        group.create_array("offsets", data=self.offsets, chunks=(len(self.offsets),), **common)
         ids = np.array(list(utt_ids), dtype=np.dtypes.StringDType())
-        group.create_array("utt_ids", data=ids, chunks=(max(1, len(ids)),))
+        group.create_array("utt_ids", data=ids, chunks=(max(1, len(ids)),), **common)
         flat = [np.asarray(t, dtype=np.int32).reshape(-1) for t in tokens]
         token_offsets = _offsets([len(t) for t in flat])
         concatenated = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int32)
@@ -88,11 +120,13 @@ class FeatureStoreWriter:
             "tokens",
             data=concatenated.astype(np.int32),
             chunks=(max(1, len(concatenated)),),
-            compressors=_COMPRESSOR,
+            **common,
         )
-        group.create_array("token_offsets", data=token_offsets, chunks=(len(token_offsets),))
+        group.create_array(
+            "token_offsets", data=token_offsets, chunks=(len(token_offsets),), **common
+        )
         group.attrs.update(attributes)
-        self._written = np.zeros(len(utt_ids), dtype=bool)
+        self._group = group
 
     def write(self, first_index: int, feats: Sequence[np.ndarray]) -> None:
         """Write the frames of utterances ``first_index, first_index + 1, ...`` in one call."""
@@ -109,28 +143,47 @@ class FeatureStoreWriter:
         self._written[first_index:last_index] = True
 
     def commit(self) -> Path:
-        """Rename the complete store into place (replacing an older one); returns its path."""
+        """Record the complete store (speechbed.features.integrity) and rename it into place.
+
+        Replaces an older store at ``path``; returns ``path``.
+        """
         missing = np.flatnonzero(~self._written)
         if missing.size:
             raise RuntimeError(
                 f"{missing.size} utterance(s) were never written, e.g. #{missing[0]}"
             )
-        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-        if self.path.exists():
-            os.replace(self.path, old)
-        os.replace(self.temporary_path, self.path)
-        shutil.rmtree(old, ignore_errors=True)
+        chunk_keys = {}
+        for name in _REQUIRED_ARRAYS:
+            array = self._group[name]
+            grid = itertools.product(*(range(count) for count in array.cdata_shape))
+            chunk_keys[name] = [array.metadata.encode_chunk_key(index) for index in grid]
+        record_store(self.temporary_path, chunk_keys)
+        self._finish(None)
         return self.path
 
+    def _finish(self, error: BaseException | None) -> None:
+        """Rename the temporary store into place (``error`` None) or remove it."""
+        output, self._output = self._output, None
+        if output is not None:
+            output.__exit__(None if error is None else type(error), error, None)
+
     def discard(self) -> None:
-        shutil.rmtree(self.temporary_path, ignore_errors=True)
+        """Remove the temporary store; nothing at ``path`` changes."""
+        self._finish(_NotCommitted())
 
     def __enter__(self) -> FeatureStoreWriter:
         return self
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        if self.temporary_path.exists():
-            self.discard()
+        if self._output is not None:
+            self._finish(error if isinstance(error, BaseException) else _NotCommitted())
+
+
+def _decode_problem(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    if "checksum" in text.lower():
+        return "chunk fails its checksum (CRC-32C)"
+    return f"chunk fails to decode ({type(error).__name__}: {text[:200]})"
 
 
 _loops: dict[int, asyncio.AbstractEventLoop] = {}
@@ -162,6 +215,11 @@ class FeatureCache:
     each chunk once. With ``in_memory=True`` every frame is read once, in one bulk read
     (the fastest way through an epoch when the partition fits in memory; workers forked
     afterwards share the pages).
+
+    Opening checks the store against its integrity record (metadata digests, every chunk file
+    there with its size); each chunk of ``feats`` is checked again just before it is read, and
+    its CRC-32C when it is decoded. Damage raises ``DamagedFeatureStore`` naming the store,
+    the array and the chunk.
     """
 
     def __init__(
@@ -171,6 +229,11 @@ class FeatureCache:
         chunk_cache_bytes: int = CHUNK_CACHE_BYTES,
     ) -> None:
         self.path = Path(path)
+        if not (self.path / "zarr.json").is_file():
+            raise UserInputError(
+                f"{self.path}: no feature cache here (run scripts/compute_features.py)"
+            )
+        record = check_store(self.path)
         try:
             group = zarr.open_group(self.path, mode="r")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -181,10 +244,10 @@ class FeatureCache:
         if missing:
             raise UserInputError(f"{self.path}: not a feature cache (missing {', '.join(missing)})")
         self.attributes: dict[str, Any] = dict(group.attrs)
-        self.offsets: np.ndarray = group["offsets"][:]
-        self.ids: list[str] = [str(value) for value in group["utt_ids"][:]]
-        self._tokens: np.ndarray = group["tokens"][:]
-        self.token_offsets: np.ndarray = group["token_offsets"][:]
+        self.offsets: np.ndarray = self._read_whole(group, "offsets")
+        self.ids: list[str] = [str(value) for value in self._read_whole(group, "utt_ids")]
+        self._tokens: np.ndarray = self._read_whole(group, "tokens")
+        self.token_offsets: np.ndarray = self._read_whole(group, "token_offsets")
         feats = group["feats"]
         self.num_features: int = int(feats.shape[1])
         self._index = {utt_id: index for index, utt_id in enumerate(self.ids)}
@@ -193,16 +256,59 @@ class FeatureCache:
         self._in_memory: np.ndarray | None = None
         self._chunk_frames = int(feats.chunks[0])
         self._num_chunks = -(-int(feats.shape[0]) // self._chunk_frames)
+        #: (key, recorded size) of each chunk of ``feats``, checked before it is read
+        recorded = record["arrays"].get("feats", {})
+        self._chunk_files: list[tuple[str, int]] = []
+        for chunk in range(self._num_chunks):
+            key = feats.metadata.encode_chunk_key((chunk, 0))
+            if key not in recorded:
+                raise DamagedFeatureStore(self.path, "chunk is not in the record", "feats", key)
+            self._chunk_files.append((key, int(recorded[key][0])))
         self.chunk_cache_bytes = chunk_cache_bytes
         self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()  # decoded, least recent first
         self._chunks_bytes = 0
         if in_memory:
             self.load_into_memory()
 
+    def _read_whole(self, group: zarr.Group, name: str) -> np.ndarray:
+        """All of one of the small arrays (a single chunk), a decoding error named."""
+        array = group[name]
+        try:
+            return array[:]
+        except Exception as error:  # the codecs' own errors: checksum, decompression, ...
+            chunk = array.metadata.encode_chunk_key((0,) * array.ndim)
+            raise DamagedFeatureStore(self.path, _decode_problem(error), name, chunk) from None
+
+    def _check_chunk_files(self, first: int, last: int) -> None:
+        """Chunks ``first`` to ``last - 1`` of ``feats`` are there with their recorded sizes."""
+        for key, size in self._chunk_files[first:last]:
+            check_chunk(self.path, "feats", key, size)
+
+    def _decode_error(self, runs: Sequence[Sequence[int]], error: Exception) -> DamagedFeatureStore:
+        """The first chunk of ``runs`` ([first, last) pairs) that fails to decode, named."""
+        frames = self._frames_array()
+        size = self._chunk_frames
+        for first, last in runs:
+            for chunk in range(first, last):
+                try:
+                    frames[chunk * size : (chunk + 1) * size]
+                except Exception as one:
+                    key = self._chunk_files[chunk][0]
+                    return DamagedFeatureStore(self.path, _decode_problem(one), "feats", key)
+        keys = ", ".join(self._chunk_files[first][0] for first, _ in runs)
+        return DamagedFeatureStore(self.path, _decode_problem(error), "feats", f"from {keys}")
+
+    def _read_all(self) -> np.ndarray:
+        self._check_chunk_files(0, self._num_chunks)
+        try:
+            return self._frames_array()[:]
+        except Exception as error:
+            raise self._decode_error([(0, self._num_chunks)], error) from None
+
     def load_into_memory(self) -> None:
         """Read every frame now, in one bulk read; later reads are slices of memory."""
         if self._in_memory is None:
-            self._in_memory = self._frames_array()[:]
+            self._in_memory = self._read_all()
             self._chunks.clear()
             self._chunks_bytes = 0
 
@@ -313,16 +419,13 @@ class FeatureCache:
                     merged.append(run)
             runs = merged
         size = self._chunk_frames
+        for first, last in runs:
+            self._check_chunk_files(first, last)
         spans = [(first * size, last * size) for first, last in runs]
-        if len(spans) == 1:
-            blocks = [self._frames_array()[spans[0][0] : spans[0][1]]]
-        else:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:  # the usual case: no event loop here, so use this process's
-                blocks = _event_loop().run_until_complete(self._read_concurrently(spans))
-            else:  # inside a running loop (a notebook): one read after another
-                blocks = [self._frames_array()[first:last] for first, last in spans]
+        try:
+            blocks = self._read_spans(spans)
+        except Exception as error:  # the codecs' own errors: checksum, decompression, ...
+            raise self._decode_error(runs, error) from None
         for (first, last), block in zip(runs, blocks, strict=True):
             for chunk in range(first, last):
                 if chunk in self._chunks:
@@ -332,6 +435,16 @@ class FeatureCache:
                     frames = frames.copy()
                 self._chunks[chunk] = frames
                 self._chunks_bytes += frames.nbytes
+
+    def _read_spans(self, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        if len(spans) == 1:
+            return [self._frames_array()[spans[0][0] : spans[0][1]]]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop here, so use this process's
+            return _event_loop().run_until_complete(self._read_concurrently(spans))
+        # inside a running loop (a notebook): one read after another
+        return [self._frames_array()[first:last] for first, last in spans]
 
     def _shrink_chunk_cache(self) -> None:
         """Drop least recently used chunks until the cache fits its budget."""
@@ -348,7 +461,7 @@ class FeatureCache:
         """Every frame of the store in one read: float32 (total frames, dims)."""
         if self._in_memory is not None:
             return self._in_memory
-        return self._frames_array()[:]
+        return self._read_all()
 
     def tokens(self, index: int) -> np.ndarray:
         """48-phone token ids of utterance ``index`` (int32)."""

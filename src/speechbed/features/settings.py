@@ -17,10 +17,12 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
 
-#: Bumped whenever the feature code changes its output, so old caches are recomputed.
-FEATURE_CODE_VERSION = 1
+#: Bumped (in speechbed.code_versions) whenever the feature code changes what it writes, so old
+#: caches are recomputed. 2: stores carry an integrity record and CRC-32C per chunk.
+FEATURE_CODE_VERSION = CODE_VERSIONS["features"]
 
 
 def _check_band(low_hz: float, high_hz: float, sampling_rate: int) -> None:
