@@ -6,6 +6,7 @@ Real processes all the way: eSpeak corpus -> prep -> sweep -> cache, train, eval
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ def _tiny_experiment(folder: Path) -> Path:
     return path
 
 
-def _make_demo(experiment: Path, storage: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _demo_command(experiment: Path, storage: Path, **variables: str) -> dict[str, object]:
     environment = {
         **os.environ,
         "DATA_DIRECTORY": str(storage / "data"),
@@ -51,12 +52,22 @@ def _make_demo(experiment: Path, storage: Path) -> tuple[subprocess.CompletedPro
         "ARTIFACTS_DIRECTORY": str(storage / "artifacts"),
         "SYNTHETIC_SCALE": "tiny",
         "PATH_TO_GOOGLE_CREDENTIALS": str(storage / "no_credentials.json"),
+        **variables,
     }
+    return {
+        "args": ["make", "--no-print-directory", "-o", "install", "demo",
+                 f"demo_experiment={experiment}"],
+        "cwd": ROOT, "env": environment, "text": True,
+    }  # fmt: skip
+
+
+def _make_demo(
+    experiment: Path, storage: Path, **variables: str
+) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     result = subprocess.run(
-        ["make", "--no-print-directory", "-o", "install", "demo", f"demo_experiment={experiment}"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        **_demo_command(experiment, storage, **variables), capture_output=True, timeout=900
+    )
     return result, time.monotonic() - started
 
 
@@ -147,3 +158,79 @@ def test_analysis_notebook_runs_headless_and_draws_its_figures(demo, monkeypatch
     assert len(images) >= 2
     tables = "".join(output.get("data", {}).get("text/plain", "") for output in outputs)
     assert "convolutional_mellin=True" in tables and "partition" in tables
+
+
+# These run last: the first changes the module's demo (seed 7).
+
+
+def _store_utterances(store: Path) -> int:
+    import zarr
+
+    return int(zarr.open_group(str(store), mode="r")["utt_ids"].shape[0])
+
+
+def _manifest_lines(manifest: Path) -> int:
+    return len(manifest.read_text().splitlines())
+
+
+def test_a_new_corpus_seed_redoes_everything_downstream_and_keeps_the_old_runs(demo):
+    """Issue 10, seen 1: SYNTHETIC_SEED=7 after a complete demo must not report old results."""
+    storage, _, _ = demo
+    experiment = storage / f"{NAME}.yml"
+    artifacts = storage / "artifacts" / NAME
+    before = pd.read_csv(artifacts / "analysis" / "runs.csv")
+    old_models = {
+        Path(run_dir): (Path(run_dir) / "model.pt").read_bytes() for run_dir in before["run_dir"]
+    }
+    result, _ = _make_demo(experiment, storage, SYNTHETIC_SEED="7")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = pd.read_csv(artifacts / "analysis" / "runs.csv")
+    assert len(after) == 4
+    for run_dir, old_model in old_models.items():
+        assert (run_dir / "model.pt").read_bytes() != old_model, f"{run_dir} was not retrained"
+        kept = list(run_dir.parent.glob(f"{run_dir.name}.stale-*"))
+        assert len(kept) == 1 and (kept[0] / "model.pt").read_bytes() == old_model
+        new_data = json.loads((run_dir / "results.json").read_text())["data_fingerprints"]
+        old_data = json.loads((kept[0] / "results.json").read_text())["data_fingerprints"]
+        assert new_data["train"] != old_data["train"] and new_data["test"] != old_data["test"]
+    cache = storage / "cache" / "synthetic_timit"
+    for partition in ("train", "dev", "test"):
+        assert _store_utterances(cache / "fbank-81-10ms" / f"{partition}.zarr") == (
+            _manifest_lines(cache / "manifests" / f"{partition}.jsonl")
+        )
+
+
+def test_two_demos_at_once_in_one_storage_end_with_one_correct_result(tmp_path):
+    """Issue 10, seen 2: both exit 0; the corpus, caches and runs are whole."""
+    experiment = _tiny_experiment(tmp_path)
+    storage = tmp_path / "storage"
+    with open(tmp_path / "a.log", "w") as log_a, open(tmp_path / "b.log", "w") as log_b:
+        first = subprocess.Popen(
+            **_demo_command(experiment, storage), stdout=log_a, stderr=subprocess.STDOUT
+        )
+        second = subprocess.Popen(
+            **_demo_command(experiment, storage), stdout=log_b, stderr=subprocess.STDOUT
+        )
+        try:
+            codes = [first.wait(timeout=900), second.wait(timeout=900)]
+        finally:
+            for process in (first, second):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            shutil.rmtree(ROOT / "experiments" / "out" / NAME, ignore_errors=True)
+    assert codes == [0, 0], (tmp_path / "a.log").read_text()[-3000:] + (
+        tmp_path / "b.log"
+    ).read_text()[-3000:]
+    cache = storage / "cache" / "synthetic_timit"
+    for partition in ("train", "dev", "test"):
+        assert _store_utterances(cache / "fbank-81-10ms" / f"{partition}.zarr") == (
+            _manifest_lines(cache / "manifests" / f"{partition}.jsonl")
+        )
+    runs = pd.read_csv(storage / "artifacts" / NAME / "analysis" / "runs.csv")
+    assert len(runs) == 4 and runs["test_per"].notna().all()
+    leftovers = [path for path in storage.rglob(".*partial-*")]
+    assert leftovers == []
+    # and a third demo afterwards only prints
+    third, _ = _make_demo(experiment, storage)
+    assert third.returncode == 0 and "PER (%) per condition and partition" in third.stdout
