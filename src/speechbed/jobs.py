@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
+import pydantic_core
 import yaml
 
 from speechbed.errors import UserInputError
@@ -52,6 +53,19 @@ class JobSchema(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", validate_default=True)
     code_versions: typing.ClassVar[dict[str, int]] = {}
 
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for an int; in a job file that is always a slip.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _misplaced_boolean(value, field.annotation):
+            raise pydantic_core.PydanticCustomError(
+                "bool_not_allowed",
+                "expected {expected}, not a boolean (true/false)",
+                {"expected": _type_name(field.annotation)},
+            )
+        return value
+
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         """(inputs, outputs): the files and folders this job reads and writes."""
         found: dict[str, list[Path]] = {"input": [], "output": []}
@@ -63,6 +77,62 @@ class JobSchema(pydantic.BaseModel):
                 values = value if isinstance(value, list | tuple) else [value]
                 found[str(role)].extend(Path(item) for item in values)
         return found["input"], found["output"]
+
+
+def _admits_boolean(annotation: Any) -> bool:
+    if annotation in (bool, Any, object) or isinstance(annotation, TypeVar):
+        return True
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return any(isinstance(argument, bool) for argument in arguments)
+    if origin is typing.Annotated:
+        return _admits_boolean(arguments[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_boolean(argument) for argument in arguments)
+    return False
+
+
+def _item_annotations(annotation: Any, container: type) -> list[Any] | None:
+    """What the items of a ``container`` value may be under ``annotation`` (None: anything)."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if annotation in (Any, object) or isinstance(annotation, TypeVar):
+        return None
+    if origin is typing.Annotated:
+        return _item_annotations(arguments[0], container)
+    if origin in (typing.Union, types.UnionType):
+        found: list[Any] = []
+        for argument in arguments:
+            items = _item_annotations(argument, container)
+            if items is None:
+                return None
+            found += items
+        return found
+    if container is dict and origin in (dict, Mapping):
+        return [arguments[1]] if len(arguments) == 2 else None
+    if container is list and origin in (list, tuple, set, frozenset, Sequence):
+        items = [argument for argument in arguments if argument is not Ellipsis]
+        return items or None
+    return []
+
+
+def _misplaced_boolean(value: Any, annotation: Any) -> bool:
+    """A ``true``/``false`` where ``annotation`` wants something else (numbers, above all),
+    looking inside lists and mappings; nested schemas check their own keys."""
+    if isinstance(value, bool):
+        return not _admits_boolean(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return False
+    if isinstance(value, list | tuple | dict):
+        container = dict if isinstance(value, dict) else list
+        items = _item_annotations(annotation, container)
+        if items is None or not items:
+            return False
+        union = items[0] if len(items) == 1 else typing.Union[tuple(items)]  # noqa: UP007
+        values = value.values() if isinstance(value, dict) else value
+        return any(_misplaced_boolean(item, union) for item in values)
+    return False
 
 
 def input_path(*args: Any, **kwargs: Any) -> Any:

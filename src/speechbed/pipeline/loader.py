@@ -48,6 +48,11 @@ def _resolve(path: Path, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (symbolic links and ``..`` followed) lies under ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def _relative_text(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -96,6 +101,12 @@ def load_pipeline(
         config = _resolve(step.config, root)
         if not script.is_file():
             raise UserInputError(f"{where}: script {step.script} not found (looked at {script})")
+        if not document.allow_outside_scripts and not _inside(script, root):
+            raise UserInputError(
+                f"{where}: key 'script': {step.script} lies outside the repository {root} "
+                f"(at {script.resolve()}); move it into the repository, or set "
+                "'allow_outside_scripts: true' in the pipeline file"
+            )
         if not config.is_file():
             raise UserInputError(f"{where}: config {step.config} not found (looked at {config})")
         if step.run_in not in executors:

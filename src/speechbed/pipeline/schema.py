@@ -64,6 +64,11 @@ class PipelineFile(JobSchema):
         "folder's name when the file is called pipeline.yml",
     )
     num_jobs: int = Field(default=1, ge=1, description="jobs running at once")
+    allow_outside_scripts: bool = Field(
+        default=False,
+        description="run step scripts that lie outside the repository (absolute paths or ../..); "
+        "off, such a step is refused before anything starts",
+    )
     jobs: list[PipelineStep] = Field(min_length=1, description="the steps, in order")
 
     @pydantic.field_validator("name")
