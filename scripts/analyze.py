@@ -1,20 +1,23 @@
 """Analyse experiments: a table of every run, statistics per condition, plots and reports.
 
 Reads ${ARTIFACTS_DIRECTORY}/<experiment>/<run_id>/{results.json,hist.csv} for each experiment;
-writes runs.csv, unfinished.csv, statistics.{csv,md}, per_by_condition.png and learning_curves.png
-into output_path (default ${ARTIFACTS_DIRECTORY}/<names joined by +>/analysis/), sends the reports
-the `report` section switches on, and prints the statistics table. `--dry-run` sends nothing and
-prints the Google Sheet rows it would write.
+writes runs.csv, unfinished.csv, stale.csv, statistics.{csv,md}, per_by_condition.png and
+learning_curves.png into output_path (default ${ARTIFACTS_DIRECTORY}/<names joined by +>/analysis/),
+sends the reports the `report` section switches on, and prints the statistics table. Runs whose
+data changed since they ran are listed as stale, never in the statistics. A report that cannot be
+sent (no network, bad credentials) says so in one line and the others carry on; a folder that
+cannot be written is one line and exit code 2. `--dry-run` sends nothing and prints the Google
+Sheet rows it would write.
 """
 
 import sys
-from functools import partial
 from pathlib import Path
 
 from pydantic import Field
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+from speechbed.outputs import OutputError
 from speechbed.reports.analysis import send_reports, summary_text, write_tables_and_plots
 from speechbed.reports.results import load_results
 from speechbed.reports.settings import ReportSettings
@@ -49,7 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     dry_run = "--dry-run" in argv
     arguments = [argument for argument in argv if argument != "--dry-run"]
-    return run_jobs_cli(AnalyzeJob, partial(run, dry_run=dry_run), __doc__, arguments)
+    unwritable: list[OutputError] = []
+
+    def run_job(job: AnalyzeJob, context: JobContext) -> None:
+        try:
+            run(job, context, dry_run=dry_run)
+        except OutputError as error:
+            unwritable.append(error)
+            raise
+
+    code = run_jobs_cli(AnalyzeJob, run_job, __doc__, arguments)
+    # Storage that cannot be written is bad input (exit 2), not a failed analysis.
+    return 2 if code == 1 and unwritable else code
 
 
 if __name__ == "__main__":

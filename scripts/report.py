@@ -1,4 +1,4 @@
-"""Print an analysis folder's results: the statistics table, unfinished runs and the plot paths.
+"""Print an analysis folder's results: the statistics table, stale and unfinished runs, the plots.
 
 Reads what scripts/analyze.py wrote (statistics.md, unfinished.csv, *.png) without recomputing
 anything, so `make demo` can end with the results even when every step was already done.
@@ -8,6 +8,13 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,15 +29,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"PER (%) per condition and partition ({folder.parent.name}):")
     print(table.read_text(encoding="utf-8"))
-    unfinished_path = folder / "unfinished.csv"
-    with open(unfinished_path, encoding="utf-8", newline="") as handle:
-        unfinished = list(csv.DictReader(handle)) if unfinished_path.is_file() else []
-    if unfinished:
-        print(f"{len(unfinished)} run(s) not finished:")
-        for row in unfinished:
-            print(
-                f"  {row['experiment']}/{row['run_id']}  {row['condition']}  seed={row['seed']}: {row['status']}"
-            )
+    for name, what in (
+        ("stale", "stale (trained or evaluated on data that has changed since)"),
+        ("unfinished", "not finished"),
+    ):
+        listed = _read_rows(folder / f"{name}.csv")
+        if listed:
+            print(f"{len(listed)} run(s) {what}:")
+            for row in listed:
+                print(
+                    f"  {row['experiment']}/{row['run_id']}  {row['condition']}  "
+                    f"seed={row['seed']}: {row['status']}"
+                )
     print("plots:")
     for plot in sorted(folder.glob("*.png")):
         print(f"  {plot}")

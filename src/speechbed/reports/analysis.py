@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.reports import comet, plots, sheets, tensorboard
 from speechbed.reports.results import ExperimentResults, read_history
 from speechbed.reports.settings import ReportSettings
@@ -33,19 +34,22 @@ class AnalysisOutputs:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomic(path, text)
     return path
 
 
 def write_tables_and_plots(results: ExperimentResults, folder: Path) -> AnalysisOutputs:
-    """CSV files, the Markdown statistics table and the two PNG figures."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """CSV files, the Markdown statistics table and the two PNG figures.
+
+    Each file is written under a per-process temporary name and renamed into place; a folder
+    that cannot be written is an ``OutputError`` naming it.
+    """
+    make_folder(folder)
     outputs = AnalysisOutputs(folder)
     for name, table in (
         ("runs", results.runs),
         ("unfinished", results.unfinished),
+        ("stale", results.stale),
         ("statistics", results.statistics),
         ("histories", results.histories),
     ):
@@ -93,6 +97,7 @@ def send_reports(
         )
     if settings.comet:
         counts: dict[str, int] = {}
+        try_online = True  # after one failed connection, the other runs go straight offline
         for row in results.runs.itertuples():
             run_dir = Path(row.run_dir)
             if dry_run:
@@ -105,8 +110,9 @@ def send_reports(
                 final = {"dev_per": row.dev_per, "test_per": row.test_per}
                 outcome = comet.log_run(
                     run_dir, row.run_id, row.experiment, config, history, final,
-                    settings.comet_project, settings.comet_workspace, environ,
+                    settings.comet_project, settings.comet_workspace, environ, try_online,
                 )  # fmt: skip
+                try_online = try_online and not outcome.startswith(comet.ONLINE_FAILED)
             kind = outcome.split(":")[0]
             counts[kind] = counts.get(kind, 0) + 1
         statuses["comet"] = (
@@ -139,12 +145,17 @@ def summary_text(results: ExperimentResults, outputs: AnalysisOutputs) -> str:
             "PER (%) per condition and partition:",
             statistics_markdown(results.statistics),
         ]
-    if len(results.unfinished):
-        lines.append(f"{len(results.unfinished)} run(s) not finished:")
-        for row in results.unfinished.itertuples():
-            lines.append(
-                f"  {row.experiment}/{row.run_id}  {row.condition}  seed={row.seed}: {row.status}"
-            )
+    for table, what in (
+        (results.stale, "stale (trained or evaluated on data that has changed since)"),
+        (results.unfinished, "not finished"),
+    ):
+        if len(table):
+            lines.append(f"{len(table)} run(s) {what}:")
+            for row in table.itertuples():
+                lines.append(
+                    f"  {row.experiment}/{row.run_id}  {row.condition}  seed={row.seed}: "
+                    f"{row.status}"
+                )
     lines.append(f"tables and plots in {outputs.folder}:")
     lines += [f"  {path}" for name, path in outputs.files.items() if name.endswith((".png", ".md"))]
     for report, status in outputs.reports.items():

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from speechbed.outputs import atomic_output
+
 
 def per_by_condition(runs: pd.DataFrame, partitions: tuple[str, ...] = ("dev", "test")) -> Figure:
     """One panel per partition: a box per condition with every run's PER as a point."""
@@ -63,10 +65,10 @@ def learning_curves(histories: pd.DataFrame) -> Figure:
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """Write a PNG under a temporary name and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(path)
+    """Write a PNG under a per-process temporary name and rename it into place."""
+    try:
+        with atomic_output(path) as temporary:  # a failed write becomes an OutputError
+            figure.savefig(temporary, dpi=110, format="png")
+    finally:
+        plt.close(figure)
     return path

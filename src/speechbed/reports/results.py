@@ -5,8 +5,10 @@ The one library call of the analysis notebook (``load_results``) and of ``script
 An experiment's runs are listed in ``${ARTIFACTS_DIRECTORY}/<name>/runs.json`` (written by the
 sweep; without it every ``<run_id>/config.yml`` counts). A run is finished when its
 ``results.json`` holds dev and test PER; every other run is listed with its status (a failed
-train or evaluate job is read from its pipeline log), never dropped silently. PER columns are
-percentages.
+train or evaluate job is read from its pipeline log), never dropped silently. A finished run
+whose ``results.json`` records ``data_fingerprints`` ({partition: fingerprint} of the feature
+stores it read) that no longer match ``<data.cache_directory>/<partition>.zarr`` is stale:
+listed apart, never in the statistics. PER columns are percentages.
 """
 
 from __future__ import annotations
@@ -15,31 +17,40 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
+from speechbed.errors import UserInputError
+from speechbed.jobs import substitute_variables
+from speechbed.lineage import fingerprint, local_path
 from speechbed.reports.statistics import describe_by_condition
-from speechbed.storage import storage_directory
+from speechbed.storage import repository_root, storage_directory
 
 RUN_COLUMNS = [
     "experiment", "run_id", "condition", "seed", "dev_per", "test_per", "epochs",
     "best_epoch", "training_seconds", "decoding_seconds", "beam_width", "run_dir",
 ]  # fmt: skip
 UNFINISHED_COLUMNS = ["experiment", "run_id", "condition", "seed", "status", "run_dir"]
+STALE_COLUMNS = [
+    "experiment", "run_id", "condition", "seed", "status", "dev_per", "test_per", "run_dir",
+]  # fmt: skip
 PARTITIONS = ("dev", "test")
 
 
 @dataclass
 class ExperimentResults:
-    """Everything the analysis shows: finished runs, the others, histories and statistics."""
+    """Everything the analysis shows: current finished runs, stale ones (their data changed
+    since), the unfinished ones, histories of current and unfinished runs, and statistics."""
 
     runs: pd.DataFrame
     unfinished: pd.DataFrame
     histories: pd.DataFrame
     statistics: pd.DataFrame
+    stale: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STALE_COLUMNS))
 
 
 def default_artifacts_directory() -> Path:
@@ -102,6 +113,43 @@ def failed_step(artifacts: Path, name: str, run_id: str) -> str | None:
     return None
 
 
+def _cache_folder(text: str, config_path: Path, environ: Mapping[str, str], root: Path) -> Path:
+    """``data.cache_directory`` as the run's scripts see it (``${VARIABLES}`` resolved)."""
+    folder = local_path(text, environ, root)  # ${CACHE_DIRECTORY}/... with the storage defaults
+    if "${" in str(folder):
+        folder = Path(substitute_variables(str(folder), config_path, environ))
+    return folder if folder.is_absolute() else root / folder
+
+
+def stale_reason(
+    run_dir: Path,
+    results: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    root: Path | None = None,
+) -> str | None:
+    """Why a finished run no longer matches its data ("stale: ..."), or None when it does or
+    when its results record no data fingerprints (nothing to compare)."""
+    recorded = results.get("data_fingerprints")
+    if not isinstance(recorded, Mapping) or not recorded:
+        return None
+    environ = os.environ if environ is None else environ
+    root = repository_root(environ) if root is None else root
+    config_path = run_dir / "config.yml"
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        cache = _cache_folder(str(config["data"]["cache_directory"]), config_path, environ, root)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, UserInputError) as error:
+        return f"stale: cannot check the data it used ({config_path}: {error})"
+    for partition, was in sorted(recorded.items()):
+        store = cache / f"{partition}.zarr"
+        now = fingerprint(store)
+        if now is None:
+            return f"stale: its {partition} data {store} is gone"
+        if now != was:
+            return f"stale: its {partition} data {store} changed since the run"
+    return None
+
+
 def _status(run_dir: Path, history: pd.DataFrame | None, results: Mapping | None) -> str:
     if results is not None:
         return "evaluated without dev and test PER"
@@ -123,7 +171,7 @@ def load_results(
     names = [names] if isinstance(names, str) else list(names)
     artifacts = Path(artifacts_directory) if artifacts_directory else default_artifacts_directory()
     wanted = None if runs is None else set(runs)
-    finished, unfinished, histories = [], [], []
+    finished, unfinished, stale, histories = [], [], [], []
     for name in names:
         folder = artifacts / name
         if not folder.is_dir():
@@ -149,9 +197,22 @@ def load_results(
                 "condition": condition,
                 "seed": entry.get("seed"),
             }
-            if history is not None:
+            complete = results is not None and all(scores.get(p) is not None for p in PARTITIONS)
+            outdated = stale_reason(run_dir, results) if complete else None
+            if history is not None and outdated is None:
                 histories.append(history.assign(**base))
-            if results is None or any(scores.get(p) is None for p in PARTITIONS):
+            if outdated is not None:
+                stale.append(
+                    {
+                        **base,
+                        "status": outdated,
+                        "dev_per": _as_percent(scores["dev"]["per"]),
+                        "test_per": _as_percent(scores["test"]["per"]),
+                        "run_dir": str(run_dir),
+                    }
+                )
+                continue
+            if not complete:
                 status = failed_step(artifacts, name, run_id) or _status(run_dir, history, results)
                 unfinished.append({**base, "status": status, "run_dir": str(run_dir)})
                 continue
@@ -180,4 +241,5 @@ def load_results(
         unfinished=pd.DataFrame(unfinished, columns=UNFINISHED_COLUMNS),
         histories=history_table,
         statistics=describe_by_condition(runs_table),
+        stale=pd.DataFrame(stale, columns=STALE_COLUMNS),
     )

@@ -11,6 +11,7 @@ duplicated; the summary block is rewritten each time.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,16 +158,38 @@ def report_to_sheet(
             f"skipped: no Google credentials at {credentials} (set PATH_TO_GOOGLE_CREDENTIALS "
             "to a service-account JSON file; see README)"
         )
+    import google.auth.exceptions
     import gspread
+    import requests
 
-    client = gspread.service_account(filename=str(credentials))
+    try:
+        info = json.loads(credentials.read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError(f"a JSON {type(info).__name__}, not an object")
+        client = gspread.service_account_from_dict(info)
+    except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return (
+            f"failed: {credentials} is not a usable service-account JSON file ({first_line}); "
+            "download a new key for the service account and point PATH_TO_GOOGLE_CREDENTIALS at it"
+        )
     try:
         spreadsheet = client.open(spreadsheet_name)
+        worksheet = open_worksheet(spreadsheet, worksheet_title, len(header))
+        upsert_worksheet(worksheet, header, rows, statistics)
     except gspread.exceptions.SpreadsheetNotFound:
         return (
             f"failed: spreadsheet '{spreadsheet_name}' not found or not shared with the service "
             "account (share it with the client_email in the credentials file)"
         )
-    worksheet = open_worksheet(spreadsheet, worksheet_title, len(header))
-    upsert_worksheet(worksheet, header, rows, statistics)
+    except (
+        gspread.exceptions.GSpreadException,
+        google.auth.exceptions.GoogleAuthError,
+        requests.RequestException,
+    ) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return (
+            f"failed: Google Sheets did not take the rows ({first_line}); the run tables are "
+            "in the analysis folder"
+        )
     return f"upserted {len(rows)} run row(s) into '{spreadsheet_name}' / '{worksheet_title}'"
