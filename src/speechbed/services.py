@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.outputs import atomic_output
 from speechbed.storage import storage_directory
 
 SERVICES = ("jupyter", "tensorboard")
@@ -194,10 +195,11 @@ def start_service(
     if container:
         state["container"], state["container_remove"] = container
     path = state_file(artifacts, name)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(state), encoding="utf-8")
-    temporary.chmod(0o600)
-    temporary.replace(path)
+    with atomic_output(path) as temporary:  # per-process name: two starts never collide
+        # 0o600 from the start: the state names a token-bearing URL
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(state))
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from speechbed.outputs import write_text_atomic
+
 #: Name of the torch op namespace and of the built library.
 LIBRARY_NAME = "speechbed_mellin"
 #: Environment variable naming the build folder (default: <repo>/build/torch_extensions).
@@ -98,9 +100,7 @@ def build(verbose: bool = False) -> Path:
         is_python_module=False,
         verbose=verbose,
     )
-    temporary = stamp_path().with_suffix(".tmp")
-    temporary.write_text(source_fingerprint(cuda) + "\n")
-    temporary.replace(stamp_path())
+    write_text_atomic(stamp_path(), source_fingerprint(cuda) + "\n")
     _state["loaded"] = True
     return library_path()
 

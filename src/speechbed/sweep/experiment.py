@@ -24,6 +24,7 @@ from pydantic import Field
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, substitute_variables
+from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.reports.settings import ReportSettings
 from speechbed.sweep.expansion import Expansion, Run, expand
 
@@ -102,6 +103,8 @@ def load_experiment(path: str | Path) -> Experiment:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserInputError(f"{path}: experiment file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path}: cannot read the experiment file: {error}") from None
     try:
         # ${VARIABLES} stay as written: run configs keep them, so they work on any machine.
         document = yaml.safe_load(text) or {}
@@ -214,11 +217,9 @@ def check_gpus(
 
 
 def _dump(path: Path, document: Mapping[str, Any], header: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    """Write a YAML file whole (per-process temporary, renamed) or raise ``OutputError``."""
     text = header + yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False)
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomic(path, text)
 
 
 def _pipeline(name: str, num_jobs: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,8 +244,16 @@ def write_experiment(
     run_in: str = "host",
     gpus: str | None = None,
 ) -> WrittenFiles:
-    """Write run configs under ``artifacts`` and the pipelines under ``root/experiments/out``."""
+    """Write run configs under ``artifacts`` and the pipelines under ``root/experiments/out``.
+
+    Every file is written whole or not at all; a folder that cannot be written (read-only,
+    no permission, full disk) is an ``OutputError`` naming it, raised before any file is
+    written when the folders themselves cannot be made.
+    """
     name = experiment.name
+    out = root / "experiments" / "out" / name
+    for folder in (artifacts / name, out):
+        make_folder(folder)
     try:
         source = experiment.source.resolve().relative_to(root.resolve())
     except ValueError:
@@ -259,12 +268,8 @@ def write_experiment(
         run.run_id: {"condition": run.condition(), "seed": run.seed(), "settings": run.settings}
         for run in experiment.runs
     }
-    index_path = artifacts / name / INDEX_NAME
-    temporary = index_path.with_name(INDEX_NAME + ".tmp")
-    temporary.write_text(json.dumps(index, indent=2, default=str), encoding="utf-8")
-    temporary.replace(index_path)
+    write_text_atomic(artifacts / name / INDEX_NAME, json.dumps(index, indent=2, default=str))
 
-    out = root / "experiments" / "out" / name
     relative_out = PurePosixPath("experiments", "out", name)
     inner_args = ["--gpus", gpus] if gpus else []
 
