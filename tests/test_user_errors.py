@@ -4,13 +4,19 @@ read-only storage for the experiment expansion and the analysis."""
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import load_config, load_jobs
+from speechbed.outputs import OutputError
 from speechbed.pipeline.cli import main as pipeline_main
 from speechbed.pipeline.schema import PipelineFile
 from speechbed.training.config import RunConfig
@@ -113,3 +119,86 @@ def unwritable_folder() -> Path:
         return folder
     folder.rmdir()
     pytest.skip("/sys accepts new folders here; no unwritable place to test with")
+
+
+EXPERIMENT = """
+info: {seed: 0}
+data: {cache_directory: "${CACHE_DIRECTORY}/corpus/fbank-81-10ms", feature: fbank-81-10ms}
+model: {recurrent_size: 8, recurrent_layers: 1, convolutional_layers: 1}
+training: {num_epochs: 1}
+sweep:
+  - {seed: [1, 2], populate_cache: true}
+"""
+
+
+def test_make_experiment_on_unwritable_artifacts_is_one_line_and_writes_nothing(tmp_path):
+    artifacts = unwritable_folder()
+    name = "unwritable_artifacts_study"
+    (tmp_path / f"{name}.yml").write_text(EXPERIMENT)
+    manifests = tmp_path / "cache" / "corpus" / "manifests"
+    manifests.mkdir(parents=True)
+    for partition in ("train", "dev", "test"):
+        (manifests / f"{partition}.jsonl").write_text("")
+    environment = {
+        **os.environ,
+        "CACHE_DIRECTORY": str(tmp_path / "cache"),
+        "ARTIFACTS_DIRECTORY": str(artifacts),
+    }
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts" / "sweep_experiment.py"), "-y",
+         str(tmp_path / f"{name}.yml")],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert str(artifacts) in result.stderr and "permission denied" in result.stderr
+    assert not (REPOSITORY / "experiments" / "out" / name).exists()
+
+
+def test_the_analysis_on_unwritable_storage_is_one_line_and_exit_2(tmp_path):
+    folder = unwritable_folder()
+    run_dir = tmp_path / "exp" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yml").write_text("info: {seed: 1}\n")
+    (run_dir / "results.json").write_text('{"dev": {"per": 0.2}, "test": {"per": 0.3}}')
+    job = tmp_path / "analyze.yml"
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "experiments": ["exp"],
+                "artifacts_directory": str(tmp_path),
+                "output_path": str(folder / "analysis"),
+                "report": {"tensorboard": False},
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts" / "analyze.py"), "-y", str(job)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert str(folder) in errors[0] and "permission denied" in errors[0]
+
+
+def test_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    # EROFS itself, which only a mount gives for real: raised where the folder is made.
+    from speechbed.sweep.experiment import load_experiment, write_experiment
+
+    (tmp_path / "study.yml").write_text(EXPERIMENT)
+    experiment = load_experiment(tmp_path / "study.yml")
+    artifacts = tmp_path / "artifacts"
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.is_relative_to(artifacts):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    with pytest.raises(OutputError) as caught:
+        write_experiment(experiment, tmp_path / "repo", artifacts)
+    assert str(artifacts / "study") in str(caught.value)
+    assert "read-only file system" in str(caught.value)
+    assert not (tmp_path / "repo").exists()
