@@ -40,9 +40,9 @@ NUM_FEATURES = 3
 CHUNK_FRAMES = 16
 
 
-def write_store(path: Path, monkeypatch: pytest.MonkeyPatch, zeros: bool = False) -> np.ndarray:
+def write_store(path: Path, zeros: bool = False, seed: int = 3) -> np.ndarray:
     """A store of 6 utterances (100 frames, 16-frame chunks: 7 chunk files); returns the frames."""
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     counts = [10, 25, 5, 30, 20, 10]
     feats = [
         np.zeros((n, NUM_FEATURES), np.float32)
@@ -52,11 +52,11 @@ def write_store(path: Path, monkeypatch: pytest.MonkeyPatch, zeros: bool = False
     ]
     ids = [f"u{i}" for i in range(len(counts))]
     tokens = [[i % 48] for i in range(len(counts))]
-    monkeypatch.setattr(cache_module, "CHUNK_BYTES", CHUNK_FRAMES * 4 * NUM_FEATURES)
-    with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, {"partition": "t"}) as writer:
-        writer.write(0, feats)
-        writer.commit()
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_module, "CHUNK_BYTES", CHUNK_FRAMES * 4 * NUM_FEATURES)
+        with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, {"partition": "t"}) as w:
+            w.write(0, feats)
+            w.commit()
     return np.concatenate(feats)
 
 
@@ -101,8 +101,8 @@ def test_deleted_chunk_is_named_and_compute_features_rebuilds_the_store(tmp_path
     assert last.returncode == 0 and "up to date" in last.stdout
 
 
-def test_chunk_deleted_after_opening_is_never_read_as_zeros(tmp_path, monkeypatch):
-    frames = write_store(tmp_path / "s.zarr", monkeypatch, zeros=True)
+def test_chunk_deleted_after_opening_is_never_read_as_zeros(tmp_path):
+    frames = write_store(tmp_path / "s.zarr", zeros=True)
     assert not frames.any()
     assert chunk_file(tmp_path / "s.zarr", 3).is_file(), "a chunk of zeros is written too"
     small = 2 * CHUNK_FRAMES * NUM_FEATURES * 4  # no read-ahead: chunk 3 is read when needed
@@ -138,9 +138,9 @@ _READER = textwrap.dedent(
 )
 
 
-def test_truncated_chunk_is_a_clear_error_never_a_crash(tmp_path, monkeypatch):
+def test_truncated_chunk_is_a_clear_error_never_a_crash(tmp_path):
     store = tmp_path / "s.zarr"
-    write_store(store, monkeypatch)
+    write_store(store)
     data = chunk_file(store, 1).read_bytes()
     chunk_file(store, 1).write_bytes(data[: len(data) // 2])
     readers = [
@@ -174,9 +174,9 @@ def test_edited_attributes_are_detected_and_rebuilt(tmp_path):
         FeatureCache(built.path)
 
 
-def test_flipped_bytes_are_detected_on_reading_and_by_verify(tmp_path, monkeypatch):
+def test_flipped_bytes_are_detected_on_reading_and_by_verify(tmp_path):
     store = tmp_path / "s.zarr"
-    frames = write_store(store, monkeypatch)
+    frames = write_store(store)
     path = chunk_file(store, 2)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -284,9 +284,21 @@ def test_fingerprint_follows_content_not_rebuilds(tmp_path):
     assert fingerprint(store) not in (None, first)
 
 
-def test_old_stores_without_a_record_are_damaged(tmp_path, monkeypatch):
+def test_fingerprint_sees_changed_frames_of_the_same_size(tmp_path):
+    write_store(tmp_path / "a.zarr")
+    write_store(tmp_path / "b.zarr", seed=9)
+    record_a = json.loads((tmp_path / "a.zarr" / "speechbed-integrity.json").read_text())
+    record_b = json.loads((tmp_path / "b.zarr" / "speechbed-integrity.json").read_text())
+    sizes = [
+        {key: size for key, (size, _) in r["arrays"]["feats"].items()} for r in (record_a, record_b)
+    ]
+    assert sizes[0] == sizes[1], "random frames do not compress: the same sizes"
+    assert fingerprint(tmp_path / "a.zarr") != fingerprint(tmp_path / "b.zarr")
+
+
+def test_old_stores_without_a_record_are_damaged(tmp_path):
     store = tmp_path / "s.zarr"
-    write_store(store, monkeypatch)
+    write_store(store)
     (store / "speechbed-integrity.json").unlink()
     with pytest.raises(DamagedFeatureStore, match="no integrity record"):
         FeatureCache(store)

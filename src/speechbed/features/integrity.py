@@ -5,9 +5,11 @@ place; ``FeatureCache`` checks the record on opening and before reading chunks; 
 (``build_feature_cache``) rebuilds a store that fails the check.
 
 The record, ``<store>/speechbed-integrity.json``, holds a digest of every ``zarr.json`` (array
-metadata and attributes) and, per array, every chunk file's key, size and CRC-32C. Opening a
-store checks the digests and that every chunk file is there with its size (a ``stat`` each,
-never a read); ``verify`` also checks every chunk's CRC-32C. The store's lineage fingerprint
+metadata and attributes) and, per array, every chunk file's key, size and digest (SHA-256;
+not a CRC-32C: a chunk file ends in its own CRC-32C, and the CRC of such bytes is the same
+constant for every chunk). Opening a store checks the metadata digests and that every chunk
+file is there with its size (a ``stat`` each, never a read); ``verify`` also checks every
+chunk's digest. The store's lineage fingerprint
 (``speechbed.lineage.FINGERPRINT_FILE``) is a digest of the record, so the pipeline sees a
 changed store without reading it, and a store rebuilt with the same content keeps it.
 """
@@ -19,8 +21,6 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import google_crc32c
 
 from speechbed.errors import UserInputError
 from speechbed.lineage import digest, write_folder_fingerprint
@@ -48,11 +48,6 @@ class DamagedFeatureStore(UserInputError):
         )
 
 
-def _checksum(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return f"{google_crc32c.value(handle.read()):08x}"
-
-
 def _metadata_files(store: Path) -> list[str]:
     """Relative paths of every ``zarr.json`` under ``store`` (hidden folders left out), sorted."""
     found = []
@@ -63,7 +58,7 @@ def _metadata_files(store: Path) -> list[str]:
     return sorted(found)
 
 
-def _metadata_digest(path: Path) -> str:
+def _file_digest(path: Path) -> str:
     return digest([path.read_bytes()])
 
 
@@ -80,12 +75,12 @@ def record_store(store: str | Path, chunk_keys: Mapping[str, Iterable[str]]) -> 
         for key in keys:
             path = store / array / key
             try:
-                chunks[key] = [path.stat().st_size, _checksum(path)]
+                chunks[key] = [path.stat().st_size, _file_digest(path)]
             except FileNotFoundError:
                 raise RuntimeError(f"{store}: chunk {key} of {array} was never written") from None
     record = {
         "format": RECORD_FORMAT,
-        "metadata": {name: _metadata_digest(store / name) for name in _metadata_files(store)},
+        "metadata": {name: _file_digest(store / name) for name in _metadata_files(store)},
         "arrays": arrays,
     }
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
@@ -128,13 +123,13 @@ def check_chunk(store: Path, array: str, key: str, size: int, checksum: str | No
         )
     if checksum is not None:
         try:
-            actual_checksum = _checksum(path)
+            actual_checksum = _file_digest(path)
         except OSError as error:
             raise DamagedFeatureStore(
                 store, f"cannot read chunk file ({error})", array, key
             ) from None
         if actual_checksum != checksum:
-            raise DamagedFeatureStore(store, "chunk fails its checksum (CRC-32C)", array, key)
+            raise DamagedFeatureStore(store, "chunk fails its checksum (SHA-256)", array, key)
 
 
 def check_store(store: str | Path, verify: bool = False) -> dict[str, Any]:
@@ -152,7 +147,7 @@ def check_store(store: str | Path, verify: bool = False) -> dict[str, Any]:
         if name not in recorded:
             raise DamagedFeatureStore(store, f"{what} was added after the store was written")
         try:
-            current = _metadata_digest(path)
+            current = _file_digest(path)
         except FileNotFoundError:
             raise DamagedFeatureStore(store, f"{what} is missing", array) from None
         except OSError as error:
