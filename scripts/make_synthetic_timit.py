@@ -2,20 +2,23 @@
 
 Writes output_path/{TRAIN,TEST}/DR<n>/<speaker>/<prompt>.{WAV,PHN,WRD,TXT} (SPHERE audio,
 16 kHz); scripts/prep_timit.py reads it like the real corpus. Skipped when it already exists
-with the same scale and seed.
+with the same scale and seed; a second writer of the same output waits for the first, then
+skips.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from speechbed.corpora.synthetic import SCALES, make_synthetic_timit
-from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+from speechbed.corpora.synthetic import GENERATOR_VERSION, SCALES, make_synthetic_timit
+from speechbed.jobs import JobContext, JobSchema, output_path, run_jobs_cli
 
 
 class MakeSyntheticTimitJob(JobSchema):
-    output_path: Path = Field(description="corpus root to write (receives TRAIN/ and TEST/)")
+    code_versions: ClassVar[dict[str, int]] = {"synthetic_timit": GENERATOR_VERSION}
+
+    output_path: Path = output_path(description="corpus root to write (receives TRAIN/ and TEST/)")
     scale: Literal["tiny", "small", "full"] = Field(
         default="tiny",
         description="speakers: "

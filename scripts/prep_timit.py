@@ -1,20 +1,24 @@
 """Prepare TIMIT (real or synthetic, LDC layout): standard partitions as JSON Lines manifests.
 
 Reads input_path (the LDC root: TRAIN/ and TEST/, names in either case) and writes
-output_path/{train,dev,test}.jsonl plus tokens_48.txt. Skipped when the corpus is unchanged.
+output_path/{train,dev,test}.jsonl plus tokens_48.txt. Skipped when the corpus is unchanged;
+a second writer of the same output folder waits for the first, then skips.
 """
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
-from speechbed.corpora.timit import TIMIT_COUNTS, prepare_timit
-from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+from speechbed.corpora.timit import PREP_VERSION, TIMIT_COUNTS, prepare_timit
+from speechbed.jobs import JobContext, JobSchema, input_path, output_path, run_jobs_cli
 
 
 class PrepTimitJob(JobSchema):
-    input_path: Path = Field(description="LDC TIMIT root (the folder holding TRAIN and TEST)")
-    output_path: Path = Field(
+    code_versions: ClassVar[dict[str, int]] = {"prep_timit": PREP_VERSION}
+
+    input_path: Path = input_path(description="LDC TIMIT root (the folder holding TRAIN and TEST)")
+    output_path: Path = output_path(
         description="manifest folder: receives <partition>.jsonl, tokens_48.txt"
     )
     strict: bool = Field(

@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.outputs import atomic_output, write_text_atomic
 
 #: File name of a partition's manifest inside a manifest folder.
 MANIFEST_SUFFIX = ".jsonl"
@@ -64,14 +64,10 @@ def manifest_path(folder: str | Path, partition: str) -> Path:
 
 
 def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
-    """Write utterances to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("w", encoding="utf-8") as stream:
+    """Write utterances to ``path`` atomically (speechbed.outputs: temporary file, then rename)."""
+    with atomic_output(path) as temporary, temporary.open("w", encoding="utf-8") as stream:
         for utterance in utterances:
             stream.write(utterance.to_json() + "\n")
-    os.replace(temporary, path)
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -98,10 +94,7 @@ def manifest_hash(path: str | Path) -> str:
 
 def write_tokens(path: str | Path, tokens: Iterable[str]) -> None:
     """Write a token list, one per line, atomically."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text("".join(f"{token}\n" for token in tokens), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(f"{token}\n" for token in tokens))
 
 
 def read_tokens(path: str | Path) -> list[str]:

@@ -11,13 +11,13 @@ it first with NIST's ``w_decode`` or ``sph2pipe``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from speechbed.errors import UserInputError
+from speechbed.outputs import atomic_output
 
 SPHERE_MAGIC = b"NIST_1A"
 #: The header size this module writes (TIMIT's own).
@@ -196,8 +196,7 @@ def write_sphere(
     else:
         extra = {}
     header = sphere_header_text(samples.size, sample_rate, {**(fields or {}), **extra})
-    temporary = path.with_name(f".{path.name}.partial")
-    with temporary.open("wb") as stream:
-        stream.write(header)
-        stream.write(samples.astype("<i2").tobytes())
-    os.replace(temporary, path)
+    with atomic_output(path, needed_bytes=len(header) + 2 * samples.size) as temporary:
+        with temporary.open("wb") as stream:
+            stream.write(header)
+            stream.write(samples.astype("<i2").tobytes())

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import string
 import zlib
 from dataclasses import asdict, dataclass
@@ -31,6 +29,8 @@ from speechbed.corpora.sphere import write_sphere
 from speechbed.corpora.synthesis import SAMPLE_RATE, Voice, synthesize_utterance
 from speechbed.corpora.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS
 from speechbed.errors import UserInputError
+from speechbed.lineage import FINGERPRINT_FILE, digest, write_folder_fingerprint
+from speechbed.outputs import atomic_output, write_text_atomic
 
 #: Bump when the generator's output changes, so corpora made by older code are redone.
 GENERATOR_VERSION = 1
@@ -287,14 +287,25 @@ def write_utterance(root: Path, prompt: Prompt, seed: int) -> int:
     return len(spoken.samples)
 
 
+def synthetic_fingerprint(scale: str, seed: int) -> str:
+    """The lineage fingerprint of a complete corpus: its settings say every byte it holds."""
+    return digest(["synthetic-timit", scale, str(seed), f"generator {GENERATOR_VERSION}"])
+
+
 def make_synthetic_timit(
     output_path: str | Path, scale: str, seed: int, force: bool = False, progress: bool = True
 ) -> dict | None:
-    """Write the corpus at ``output_path`` (atomically); None when it already exists as asked."""
+    """Write the corpus at ``output_path`` (atomically); None when it already exists as asked.
+
+    The corpus is written under a temporary name of this process (speechbed.outputs) and
+    renamed into place once complete, with ``FINGERPRINT_FILE`` (see ``synthetic_fingerprint``),
+    so a new seed or scale is a changed input to every step downstream.
+    """
     if scale not in SCALES:
         raise UserInputError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     output = Path(output_path)
     settings = {"scale": scale, "seed": seed, "generator_version": GENERATOR_VERSION}
+    fingerprint = synthetic_fingerprint(scale, seed)
     if output.exists():
         stamp = output / STAMP_FILE
         if not stamp.is_file():
@@ -304,24 +315,27 @@ def make_synthetic_timit(
             )
         recorded = json.loads(stamp.read_text())
         if not force and recorded.get("settings") == settings:
+            if not (output / FINGERPRINT_FILE).is_file():  # made before corpora carried one
+                write_text_atomic(output / FINGERPRINT_FILE, fingerprint + "\n")
             return None
     speakers = plan_speakers(SCALES[scale], seed)
     prompts = plan_prompts(speakers, seed)
-    temporary = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    total_samples = 0
-    for prompt in tqdm(prompts, desc=f"synthesizing ({scale})", unit="utt", disable=not progress):
-        total_samples += write_utterance(temporary, prompt, seed)
-    summary = {
-        "settings": settings,
-        "speakers": {split: sum(s.split == split for s in speakers) for split in ("train", "test")},
-        "utterances": len(prompts),
-        "hours": round(total_samples / SAMPLE_RATE / 3600, 3),
-        "voices": {speaker.id: asdict(speaker.voice) for speaker in speakers},
-    }
-    (temporary / STAMP_FILE).write_text(json.dumps(summary, indent=1))
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(temporary, output)
+    with atomic_output(output) as temporary:
+        temporary.mkdir()
+        total_samples = 0
+        for prompt in tqdm(
+            prompts, desc=f"synthesizing ({scale})", unit="utt", disable=not progress
+        ):
+            total_samples += write_utterance(temporary, prompt, seed)
+        summary = {
+            "settings": settings,
+            "speakers": {
+                split: sum(s.split == split for s in speakers) for split in ("train", "test")
+            },
+            "utterances": len(prompts),
+            "hours": round(total_samples / SAMPLE_RATE / 3600, 3),
+            "voices": {speaker.id: asdict(speaker.voice) for speaker in speakers},
+        }
+        (temporary / STAMP_FILE).write_text(json.dumps(summary, indent=1))
+        write_folder_fingerprint(temporary, fingerprint)
     return summary

@@ -11,9 +11,7 @@ speakers. SA sentences (read by everyone) are excluded everywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,8 @@ from speechbed.corpora.manifest import (
 from speechbed.corpora.phones import PHONES_48, PHONES_61, fold_61_to_39, fold_61_to_48
 from speechbed.corpora.sphere import TIMIT_SAMPLE_RATE, read_sphere_header
 from speechbed.errors import UserInputError
+from speechbed.lineage import digest, fingerprint
+from speechbed.outputs import make_folder, write_text_atomic
 
 PARTITIONS = ("train", "dev", "test")
 #: Utterances per partition in the real corpus (checked by ``strict``).
@@ -277,19 +277,19 @@ def build_partitions(
 
 #: Written beside the manifests: what they were made from, so an unchanged corpus is skipped.
 PREP_STAMP_FILE = "prep_timit.json"
+#: Bump when the manifests this code writes change, so manifests of older code are redone.
+PREP_VERSION = 1
 
 
 def corpus_fingerprint(path: str | Path, strict: bool) -> str:
-    """Hash of the LDC tree's file names, sizes and modification times, and the settings."""
+    """What the manifests depend on: the corpus's lineage fingerprint, its place and the settings.
+
+    A corpus that records its own fingerprint (the synthetic one) is not walked; real TIMIT is
+    fingerprinted by its files' names, sizes and modification times. The place counts because
+    manifests hold absolute audio paths.
+    """
     root = find_ldc_root(path).resolve()
-    digest = hashlib.sha256(f"{root}\nstrict={strict}\n".encode())
-    for file in sorted(root.rglob("*")):
-        if file.is_file():
-            status = file.stat()
-            digest.update(
-                f"{file.relative_to(root)}\t{status.st_size}\t{status.st_mtime_ns}\n".encode()
-            )
-    return digest.hexdigest()
+    return digest([f"prep {PREP_VERSION}", str(root), f"strict={strict}", fingerprint(root) or ""])
 
 
 def prepare_timit(
@@ -302,22 +302,22 @@ def prepare_timit(
     """Write ``<output>/{train,dev,test}.jsonl`` and the 48-phone token list.
 
     Returns utterances per partition, or None when the manifests were already up to date.
+    Each file is written atomically (speechbed.outputs); the stamp goes last, so a crash
+    leaves no stamp and the next run redoes the manifests.
     """
     output = Path(output_path)
     stamp = output / PREP_STAMP_FILE
-    fingerprint = corpus_fingerprint(input_path, strict)
+    made_from = corpus_fingerprint(input_path, strict)
     outputs = [manifest_path(output, name) for name in PARTITIONS] + [output / TOKENS_FILE]
     if not force and stamp.is_file() and all(file.is_file() for file in outputs):
-        if json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        if json.loads(stamp.read_text()).get("fingerprint") == made_from:
             return None
     partitions = build_partitions(input_path, strict=strict, progress=progress)
-    output.mkdir(parents=True, exist_ok=True)
+    make_folder(output)
     stamp.unlink(missing_ok=True)  # a crash from here on leaves no stamp, so the next run redoes it
     for name, utterances in partitions.items():
         write_manifest(manifest_path(output, name), utterances)
     write_tokens(output / TOKENS_FILE, PHONES_48)
     counts = {name: len(utterances) for name, utterances in partitions.items()}
-    temporary = stamp.with_name(f".{stamp.name}.partial")
-    temporary.write_text(json.dumps({"fingerprint": fingerprint, "counts": counts}, indent=1))
-    os.replace(temporary, stamp)
+    write_text_atomic(stamp, json.dumps({"fingerprint": made_from, "counts": counts}, indent=1))
     return counts
