@@ -295,3 +295,30 @@ def test_figures_never_use_a_name_another_process_shares(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "learning_curves.png", "learning_curves.tmp.png",
     ]  # fmt: skip
+
+
+def test_an_archive_named_by_an_earlier_version_is_adopted_not_doubled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    (run_dir / comet.ARCHIVE_FOLDER).mkdir(parents=True)
+    key = "0123456789abcdef0123456789abcdef"
+    legacy = run_dir / comet.ARCHIVE_FOLDER / f"{key}.zip"
+    legacy.write_bytes(b"an archive of the same results")
+    payload = {"run_id": "r1", "config": {"a": 1}, "history": None, "final": {"test_per": 1.0}}
+    (run_dir / comet.MARKER_NAME).write_text(
+        json.dumps(
+            {
+                "fingerprint": comet._fingerprint({**payload, "mode": "offline"}),
+                "mode": "offline",
+                "experiment_key": key,
+            }
+        )
+    )
+    arguments = (run_dir, "r1", "demo", {"a": 1}, None)
+    assert comet.log_run(*arguments, {"test_per": 1.0}, environ={}) == "up to date"
+    assert [p.name for p in _archives(run_dir)] == ["r1.zip"]
+    assert (
+        run_dir / comet.ARCHIVE_FOLDER / "r1.zip"
+    ).read_bytes() == b"an archive of the same results"
+    assert comet.log_run(*arguments, {"test_per": 2.0}, environ={}).startswith("offline: ")
+    assert [p.name for p in _archives(run_dir)] == ["r1.zip"]

@@ -81,6 +81,15 @@ def archive_path(run_dir: Path, run_id: str) -> Path:
     return run_dir / ARCHIVE_FOLDER / f"{run_id}.zip"
 
 
+def _legacy_archive(run_dir: Path, previous: Mapping[str, Any]) -> Path | None:
+    """The run's archive as earlier versions named it (``<experiment key>.zip``), if any."""
+    key = previous.get("experiment_key")
+    if previous.get("mode") != "offline" or previous.get("archive") or not key:
+        return None
+    path = run_dir / ARCHIVE_FOLDER / f"{key}.zip"
+    return path if path.is_file() else None
+
+
 def _log_into(
     experiment: Any,
     run_id: str,
@@ -182,14 +191,30 @@ def log_run(
     fingerprint = _fingerprint(payload)
     marker = run_dir / MARKER_NAME
     archive = archive_path(run_dir, run_id)
+    previous: dict[str, Any] = {}
     if marker.is_file():
         try:
             previous = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = {}
-        done = previous.get("mode") == "online" or (wanted == "offline" and archive.is_file())
-        if previous.get("fingerprint") == fingerprint and done:
-            return "up to date"
+    legacy = _legacy_archive(run_dir, previous)
+    if legacy is not None and previous.get("fingerprint") == _fingerprint(
+        {**payload, "mode": "offline"}
+    ):
+        # The same results in an archive of an earlier version: adopt it under the run's name.
+        with atomic_output(archive) as temporary:
+            os.replace(legacy, temporary)
+        previous = {
+            "fingerprint": fingerprint,
+            "mode": "offline",
+            "experiment_key": previous.get("experiment_key"),
+            "archive": archive.name,
+        }
+        write_text_atomic(marker, json.dumps(previous) + "\n")
+        legacy = None
+    done = previous.get("mode") == "online" or (wanted == "offline" and archive.is_file())
+    if previous.get("fingerprint") == fingerprint and done:
+        return "up to date"
 
     def log(experiment: Any) -> None:
         _log_into(experiment, run_id, experiment_name, config, history, final_metrics)
@@ -202,9 +227,13 @@ def log_run(
                 marker, json.dumps({**record, "mode": "online", "experiment_key": key}) + "\n"
             )
             # The archive of an earlier fall-back would log the run a second time if uploaded.
-            remove_path(archive)
+            for earlier in (archive, legacy):
+                if earlier is not None:
+                    remove_path(earlier)
             return "online"
     key = _write_archive(comet_ml, archive, project_name, workspace, log)
+    if legacy is not None:  # the run's archive from an earlier version, now replaced
+        remove_path(legacy)
     fell_back = wanted == "online"
     record.update(mode="offline", experiment_key=key, archive=archive.name)
     if fell_back:
