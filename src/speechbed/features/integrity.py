@@ -9,9 +9,9 @@ metadata and attributes) and, per array, every chunk file's key, size and digest
 not a CRC-32C: a chunk file ends in its own CRC-32C, and the CRC of such bytes is the same
 constant for every chunk). Opening a store checks the metadata digests and that every chunk
 file is there with its size (a ``stat`` each, never a read); ``verify`` also checks every
-chunk's digest. The store's lineage fingerprint
-(``speechbed.lineage.FINGERPRINT_FILE``) is a digest of the record, so the pipeline sees a
-changed store without reading it, and a store rebuilt with the same content keeps it.
+chunk's digest. The store's lineage fingerprint (``speechbed.lineage.FINGERPRINT_FILE``) is a
+digest of the record, so the pipeline sees a changed store without reading it, and a store
+rebuilt with the same content keeps it.
 """
 
 from __future__ import annotations
