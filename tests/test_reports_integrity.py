@@ -48,6 +48,7 @@ def unreachable_comet(monkeypatch) -> dict[str, str]:
         "COMET_HTTP_SESSION_RETRY_TOTAL": "0",
         "COMET_GET_OR_ADD_EXPERIMENT_RETRY_CONNECT": "0",
         "COMET_GET_OR_ADD_EXPERIMENT_RETRY_READ": "0",
+        "COMET_ERROR_TRACKING_ENABLE": "false",  # no crash reports to anyone's server
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
