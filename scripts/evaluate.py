@@ -3,17 +3,18 @@
 Input: the run YAML that scripts/train.py trained (its evaluation section picks the beam width
 and partitions). Output, under info.run_dir: <dev|test>.hyp.trn and .ref.trn (39 phones,
 ``phones (utt_id)``) and results.json (PER with its counts, beam width, epoch, decoding time).
-A run whose results match its model and settings is skipped unless --force.
+A run whose results match its model, its settings and the feature stores (results.json
+records their fingerprints as data_fingerprints) is skipped unless --force; a model trained on
+a dev store that has changed since is refused (train it again).
 """
 
-from speechbed.decoding.evaluation import evaluate_run
+from speechbed.decoding.evaluation import EvaluationJob, evaluate_run
 from speechbed.jobs import JobContext, run_jobs_cli
-from speechbed.training.config import RunConfig
 
 
-def run(job: RunConfig, context: JobContext) -> None:
+def run(job: EvaluationJob, context: JobContext) -> None:
     evaluate_run(job, force=context.force)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_jobs_cli(RunConfig, run, __doc__))
+    raise SystemExit(run_jobs_cli(EvaluationJob, run, __doc__))

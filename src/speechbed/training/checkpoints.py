@@ -5,7 +5,7 @@ Used by the training loop; a checkpoint holds everything needed to continue bit-
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
 from pathlib import Path
@@ -14,15 +14,34 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechbed.outputs import PARTIAL_MARK, remove_dead_partials, write_bytes_atomic
+
 _NAME = re.compile(r"epoch-(\d+)\.pt")
 
 
 def save_atomically(payload: Any, path: Path) -> None:
-    """torch.save to a temporary name in the same folder, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    """Serialize ``payload`` in memory, then write it through speechbed.outputs.
+
+    Serializing first makes a full disk an ``OutputError`` that names the file and the space
+    needed (torch.save straight to a file reports a failed write as a bare RuntimeError).
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def remove_dead_leftovers(folder: Path) -> None:
+    """Remove the temporaries (``.name.partial-<pid>``) that dead processes left in ``folder``.
+
+    ``atomic_output`` removes those of the file it writes; a killed epoch's checkpoint may
+    never be written under that name again, so a run clears every name at its start.
+    """
+    if not folder.is_dir():
+        return
+    for entry in list(folder.iterdir()):
+        if entry.name.startswith(".") and PARTIAL_MARK in entry.name:
+            target = entry.name[1:].rsplit(PARTIAL_MARK, 1)[0]
+            remove_dead_partials(folder / target)
 
 
 def capture_random_states() -> dict[str, Any]:

@@ -19,9 +19,14 @@ from speechbed.training.config import DataConfig
 IN_MEMORY_AUTO_BYTES = 1 << 30
 
 
+def store_path(data: DataConfig, partition: str) -> Path:
+    """``<cache_directory>/<partition>.zarr``, whether it exists or not."""
+    return Path(data.cache_directory) / f"{partition}.zarr"
+
+
 def partition_path(data: DataConfig, partition: str) -> Path:
     """``<cache_directory>/<partition>.zarr``, or a UserInputError saying how to make it."""
-    path = Path(data.cache_directory) / f"{partition}.zarr"
+    path = store_path(data, partition)
     if not path.is_dir():
         raise UserInputError(
             f"data.cache_directory: no feature cache for partition '{partition}' at {path}; "

@@ -2,20 +2,21 @@
 
 ``scripts/train.py`` calls ``train_run``; a killed run restarted with the same config continues
 from its last complete epoch and ends with the parameters an uninterrupted run would have.
+A run trained on other data (or by other training code) is moved aside and trained afresh
+(see speechbed.training.run_lineage); a run of other settings is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,20 +25,39 @@ from tqdm import tqdm
 
 from speechbed.decoding import phone_error_counts, transcribe
 from speechbed.errors import UserInputError
+from speechbed.lineage import FINGERPRINT_FILE, digest, fingerprint
 from speechbed.models import BLANK_INDEX, AcousticModel, build_model
+from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.training.augmentation import augment_batch
 from speechbed.training.checkpoints import (
     CheckpointStore,
     capture_random_states,
+    remove_dead_leftovers,
     restore_random_states,
     save_atomically,
 )
 from speechbed.training.config import RunConfig, TrainingConfig
-from speechbed.training.data import num_features, open_loader, sample_frames
+from speechbed.training.data import num_features, open_loader, sample_frames, store_path
+from speechbed.training.run_lineage import TRAINING_CODE_VERSION, RunIdentity, move_run_aside
 from speechbed.training.run_log import RunLog
 from speechbed.training.stopping import EarlyStopping
 
 MODEL_FILE = "model.pt"
+
+
+class TrainingJob(RunConfig):
+    """The run config as the job of scripts/train.py: reads the train and dev stores, writes the run.
+
+    Its outputs are the run folder (whose lock, ``.<run_dir name>.lock`` beside it, makes a
+    second trainer of the same run wait, then find it trained) and ``model.pt``.
+    """
+
+    code_versions: ClassVar[dict[str, int]] = {"training": TRAINING_CODE_VERSION}
+
+    def lineage_paths(self) -> tuple[list[Path], list[Path]]:
+        data, run_dir = self.data, Path(self.info.run_dir)
+        stores = [store_path(data, data.train_partition), store_path(data, data.dev_partition)]
+        return stores, [run_dir, run_dir / MODEL_FILE]
 
 
 @dataclass(frozen=True)
@@ -51,19 +71,8 @@ class TrainingSummary:
 
 
 def training_fingerprint(config: RunConfig) -> str:
-    """Hash of every setting that changes the trained parameters (not names, workers, evaluation)."""
-    settings = config.model_dump(mode="json")
-    relevant = {
-        "seed": config.info.seed,
-        "data": {
-            key: value
-            for key, value in settings["data"].items()
-            if key not in ("num_workers", "in_memory")
-        },
-        "model": settings["model"],
-        "training": settings["training"],
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    """What a run's parameters depend on: its settings, its train/dev stores and the code."""
+    return RunIdentity.of(config).fingerprint
 
 
 def make_optimizer(config: TrainingConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -156,30 +165,59 @@ def _seed_everything(seed: int) -> None:
 def _clear_run(run_dir: Path, store: CheckpointStore) -> None:
     shutil.rmtree(store.folder, ignore_errors=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    for name in (MODEL_FILE, "hist.csv"):
+    for name in (MODEL_FILE, "hist.csv", FINGERPRINT_FILE):
         (run_dir / name).unlink(missing_ok=True)
 
 
-def train_run(config: RunConfig, force: bool = False, progress: bool = True) -> TrainingSummary:
-    """Train (or continue training) the run described by ``config`` and save its best model."""
+def _mark_trained(run_dir: Path, identity: RunIdentity) -> None:
+    """The run folder's lineage fingerprint: what it was trained from and the model it holds."""
+    model = fingerprint(run_dir / MODEL_FILE) or ""
+    write_text_atomic(run_dir / FINGERPRINT_FILE, digest([identity.fingerprint, model]) + "\n")
+
+
+def _load_model_record(path: Path) -> dict[str, Any] | None:
+    # our own file, holding plain python values besides tensors: not loadable with weights_only
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def train_run(
+    config: RunConfig, force: bool = False, progress: bool = True, keep: Iterable[Path] = ()
+) -> TrainingSummary:
+    """Train (or continue training) the run described by ``config`` and save its best model.
+
+    A run folder trained on other data or by other training code is moved aside (the files
+    of ``keep`` in it, such as its job file, are copied back) and the run starts afresh.
+    """
     run_dir = Path(config.info.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    identity = RunIdentity.of(config)
+    make_folder(run_dir)
     store = CheckpointStore(run_dir / "checkpoints")
-    fingerprint = training_fingerprint(config)
     if force:
         _clear_run(run_dir, store)
     model_path = run_dir / MODEL_FILE
-    if model_path.exists():
-        saved = torch.load(model_path, map_location="cpu", weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            print(f"{run_dir}: already trained (best epoch {saved['epoch']}); skipped")
-            return TrainingSummary(saved["epoch"], saved["dev_per"], 0, skipped=True)
-    state = store.latest()
-    if state is not None and state["fingerprint"] != fingerprint:
+    saved, state = _load_model_record(model_path), store.latest()
+    differences = [
+        difference
+        for recorded in (saved, state)
+        if recorded is not None and (difference := identity.difference(recorded, config))
+    ]
+    if any(other_settings for other_settings, _ in differences):
         raise UserInputError(
-            f"info.run_dir {run_dir} holds checkpoints of a run with other settings; "
+            f"info.run_dir {run_dir} holds a run trained with other settings; "
             "use another run_dir, or --force to start this run over"
         )
+    if differences:
+        stale = move_run_aside(run_dir, keep)
+        print(f"{run_dir}: {differences[0][1]}; moved it to {stale.name}; training afresh")
+        saved = state = None
+    if saved is not None:
+        if not (run_dir / FINGERPRINT_FILE).is_file():
+            _mark_trained(run_dir, identity)
+        print(f"{run_dir}: already trained (best epoch {saved['epoch']}); skipped")
+        return TrainingSummary(saved["epoch"], saved["dev_per"], 0, skipped=True)
+    (run_dir / FINGERPRINT_FILE).unlink(missing_ok=True)  # not trained until model.pt is saved
+    remove_dead_leftovers(run_dir)
+    remove_dead_leftovers(store.folder)
     training = config.training
     device = resolve_device(training.device)
     if training.num_threads is not None:
@@ -259,7 +297,7 @@ def train_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
                 epoch,
                 {
                     "epoch": epoch,
-                    "fingerprint": fingerprint,
+                    **identity.record(),
                     "num_features": features,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -286,11 +324,12 @@ def train_run(config: RunConfig, force: bool = False, progress: bool = True) -> 
             "num_features": features,
             "epoch": best_epoch,
             "dev_per": log.history[best_epoch - 1]["dev_per"],
-            "fingerprint": fingerprint,
+            **identity.record(),
             "run_name": config.info.name,
         },
         model_path,
     )
+    _mark_trained(run_dir, identity)
     best_dev_per = log.history[best_epoch - 1]["dev_per"]
     print(f"{config.info.name}: best epoch {best_epoch}, dev PER {100 * best_dev_per:.2f}%")
     return TrainingSummary(best_epoch, best_dev_per, len(log.history), skipped=False)

@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
+
+from speechbed.outputs import write_text_atomic
 
 #: Columns of hist.csv, one row per completed epoch.
 HISTORY_COLUMNS = ("epoch", "loss", "dev_per", "learning_rate", "seconds")
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write every row to ``path`` through a temporary file (a killed run never leaves half a row)."""
+    """Write every row to ``path`` atomically (a killed run never leaves half a row)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({column: row[column] for column in HISTORY_COLUMNS})
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 class RunLog:

@@ -1,0 +1,156 @@
+"""What a run was trained from: its settings, the feature stores it read, the training code.
+
+Used by the training loop (to skip, resume, refuse or move a run aside) and by evaluation
+(to refuse a model whose data changed and to record the data in ``results.json``).
+
+A run's ``fingerprint`` (in every checkpoint and in ``model.pt``) covers three parts, each
+recorded beside it: ``settings_fingerprint`` (every setting that changes the trained
+parameters), ``data_fingerprints`` (``{partition: lineage fingerprint}`` of the train and dev
+stores, not the cache path as written) and ``code_version`` (``TRAINING_CODE_VERSION``).
+Other settings are refused (a person chose them: ``--force`` starts over); other data or code
+make the old run stale: it is moved aside and the run is trained afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speechbed.lineage import digest, fingerprint
+from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
+from speechbed.training.config import RunConfig
+from speechbed.training.data import partition_path
+
+#: Bump when a change of the training code changes what a run trains; runs of older code
+#: are then moved aside and trained again.
+TRAINING_CODE_VERSION = 1
+#: Data keys that say where or how frames are read, not what a run trains on.
+_NOT_SETTINGS = ("cache_directory", "test_partition", "num_workers", "in_memory")
+
+
+def settings_fingerprint(config: RunConfig) -> str:
+    """Hash of every setting that changes the trained parameters (not names, paths, workers)."""
+    settings = config.model_dump(mode="json")
+    relevant = {
+        "seed": config.info.seed,
+        "data": {key: value for key, value in settings["data"].items() if key not in _NOT_SETTINGS},
+        "model": settings["model"],
+        "training": settings["training"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_fingerprint(config: RunConfig) -> str:
+    """The fingerprint runs had before they recorded their data (the cache path as written)."""
+    settings = config.model_dump(mode="json")
+    relevant = {
+        "seed": config.info.seed,
+        "data": {
+            key: value
+            for key, value in settings["data"].items()
+            if key not in ("num_workers", "in_memory")
+        },
+        "model": settings["model"],
+        "training": settings["training"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_fingerprints(config: RunConfig, partitions: Iterable[str]) -> dict[str, str]:
+    """``{partition: fingerprint}`` of the feature stores; a missing store is a UserInputError."""
+    found = {}
+    for partition in partitions:
+        value = fingerprint(partition_path(config.data, partition))
+        assert value is not None  # partition_path checked that the store exists
+        found[partition] = value
+    return found
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """The parts of a run's fingerprint, as recorded in its checkpoints and model.pt."""
+
+    settings_fingerprint: str
+    data_fingerprints: dict[str, str]
+    code_version: int
+
+    @classmethod
+    def of(
+        cls, config: RunConfig, data_fingerprints: Mapping[str, str] | None = None
+    ) -> RunIdentity:
+        data = config.data
+        if data_fingerprints is None:
+            data_fingerprints = store_fingerprints(
+                config, (data.train_partition, data.dev_partition)
+            )
+        return cls(settings_fingerprint(config), dict(data_fingerprints), TRAINING_CODE_VERSION)
+
+    @property
+    def fingerprint(self) -> str:
+        data = json.dumps(self.data_fingerprints, sort_keys=True)
+        return digest(["run", self.settings_fingerprint, data, f"code {self.code_version}"])
+
+    def record(self) -> dict[str, Any]:
+        """The keys a checkpoint and model.pt carry."""
+        return {
+            "fingerprint": self.fingerprint,
+            "settings_fingerprint": self.settings_fingerprint,
+            "data_fingerprints": dict(self.data_fingerprints),
+            "code_version": self.code_version,
+        }
+
+    def difference(self, recorded: Mapping[str, Any], config: RunConfig) -> tuple[bool, str] | None:
+        """None when ``recorded`` is this run; else (whether the settings differ, why, in words)."""
+        if recorded.get("fingerprint") == self.fingerprint:
+            return None
+        if "settings_fingerprint" not in recorded:
+            if recorded.get("fingerprint") == legacy_fingerprint(config):
+                return False, "it was trained before runs recorded the data they train on"
+            return True, "it was trained with other settings"
+        if recorded["settings_fingerprint"] != self.settings_fingerprint:
+            return True, "it was trained with other settings"
+        before = recorded.get("data_fingerprints") or {}
+        changed = sorted(
+            partition
+            for partition in set(before) | set(self.data_fingerprints)
+            if before.get(partition) != self.data_fingerprints.get(partition)
+        )
+        if changed:
+            names = ", ".join(f"'{partition}'" for partition in changed)
+            return False, f"the feature store of {names} changed since it was trained"
+        return False, (
+            f"it was trained by training code version {recorded.get('code_version')} "
+            f"(now {self.code_version})"
+        )
+
+
+def move_run_aside(run_dir: Path, keep: Iterable[Path] = ()) -> Path:
+    """Rename ``run_dir`` to ``<run_dir>.stale-<time>`` beside it; return the new name.
+
+    The files of ``keep`` that lie directly in the run folder (its job file, when a sweep
+    wrote it there) are copied into a fresh, empty ``run_dir``.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stale = run_dir.with_name(f"{run_dir.name}.stale-{stamp}")
+    number = 1
+    while stale.exists():
+        number += 1
+        stale = run_dir.with_name(f"{run_dir.name}.stale-{stamp}-{number}")
+    try:
+        os.rename(run_dir, stale)
+    except OSError as error:
+        raise OutputError(describe_os_error(error, stale)) from None
+    make_folder(run_dir)
+    for path in keep:
+        path = Path(path)
+        if path.parent.resolve() == run_dir.resolve():
+            kept = stale / path.name
+            if kept.is_file():
+                write_bytes_atomic(run_dir / path.name, kept.read_bytes())
+    return stale
