@@ -11,15 +11,15 @@ Sheet rows it would write.
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from pydantic import Field
 
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
-from speechbed.outputs import OutputError
 from speechbed.reports.analysis import send_reports, summary_text, write_tables_and_plots
-from speechbed.reports.results import load_results
+from speechbed.reports.results import load_results, run_index
 from speechbed.reports.settings import ReportSettings
 
 
@@ -36,14 +36,28 @@ class AnalyzeJob(JobSchema):
     )
     report: ReportSettings = Field(default_factory=ReportSettings, description="reports to send")
 
+    def output_folder(self) -> Path:
+        return (
+            self.output_path or self.artifacts_directory / "+".join(self.experiments) / "analysis"
+        )
+
+    def lineage_paths(self) -> tuple[list[Path], list[Path]]:
+        """Inputs: each experiment's runs.json and its runs' results and histories."""
+        inputs = []
+        for experiment in self.experiments:
+            folder = self.artifacts_directory / experiment
+            inputs.append(folder / "runs.json")
+            for run_id in self.runs or sorted(run_index(folder)):
+                inputs += [folder / run_id / "results.json", folder / run_id / "hist.csv"]
+        return inputs, [self.output_folder()]
+
 
 def run(job: AnalyzeJob, context: JobContext, dry_run: bool = False) -> None:
     try:
         results = load_results(job.experiments, job.artifacts_directory, job.runs)
     except FileNotFoundError as error:
         raise UserInputError(str(error)) from None
-    folder = job.output_path or job.artifacts_directory / "+".join(job.experiments) / "analysis"
-    outputs = write_tables_and_plots(results, folder)
+    outputs = write_tables_and_plots(results, job.output_folder())
     outputs.reports = send_reports(results, job.experiments, job.report, dry_run=dry_run)
     print(summary_text(results, outputs))
 
@@ -52,18 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     dry_run = "--dry-run" in argv
     arguments = [argument for argument in argv if argument != "--dry-run"]
-    unwritable: list[OutputError] = []
-
-    def run_job(job: AnalyzeJob, context: JobContext) -> None:
-        try:
-            run(job, context, dry_run=dry_run)
-        except OutputError as error:
-            unwritable.append(error)
-            raise
-
-    code = run_jobs_cli(AnalyzeJob, run_job, __doc__, arguments)
-    # Storage that cannot be written is bad input (exit 2), not a failed analysis.
-    return 2 if code == 1 and unwritable else code
+    return run_jobs_cli(AnalyzeJob, partial(run, dry_run=dry_run), __doc__, arguments)
 
 
 if __name__ == "__main__":

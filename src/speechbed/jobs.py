@@ -31,7 +31,13 @@ import yaml
 
 from speechbed.errors import UserInputError
 from speechbed.lineage import Lineage
-from speechbed.outputs import OutputError, OutputLock, write_text_atomic
+from speechbed.outputs import (
+    STORAGE_ERRNOS,
+    OutputError,
+    OutputLock,
+    describe_os_error,
+    write_text_atomic,
+)
 from speechbed.storage import repository_root
 
 LINEAGE_FILE_VARIABLE = "SPEECHBED_LINEAGE_FILE"
@@ -457,14 +463,32 @@ def run_jobs_cli(
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    failed = 0
+    failed = storage_failures = 0
     lineage = Lineage()
     for index, job in enumerate(jobs):
         context = JobContext(source=arguments.yml, index=index, force=arguments.force)
         try:
             lineage.merge(run_with_lineage(job, context, run))
+        except OutputError as error:  # storage that cannot be written: bad input, exit 2
+            print(f"error: {arguments.yml}: job {index}: {error}", file=sys.stderr)
+            failed += 1
+            storage_failures += 1
         except UserInputError as error:
             print(f"error: {arguments.yml}: job {index}: {error}", file=sys.stderr)
+            failed += 1
+        except OSError as error:
+            if error.errno not in STORAGE_ERRNOS:
+                traceback.print_exc()
+                print(
+                    f"error: {arguments.yml}: job {index} failed (traceback above)", file=sys.stderr
+                )
+            else:  # a full disk or read-only folder deep inside a library call
+                where = error.filename or "an output"
+                print(
+                    f"error: {arguments.yml}: job {index}: {describe_os_error(error, where)}",
+                    file=sys.stderr,
+                )
+                storage_failures += 1
             failed += 1
         except Exception:  # a bug, not bad input: keep the traceback, go on with the next job
             traceback.print_exc()
@@ -472,7 +496,7 @@ def run_jobs_cli(
             failed += 1
     if failed:
         print(f"{failed} of {len(jobs)} job(s) failed", file=sys.stderr)
-        return 1
+        return 2 if storage_failures == failed else 1
     return _report_lineage(lineage)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from speechbed.errors import UserInputError
 
 PARTIAL_MARK = ".partial-"
+#: OS errors that mean "this storage cannot take the output", not a bug.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 LOCK_SUFFIX = ".lock"
 
 

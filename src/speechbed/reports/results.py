@@ -54,11 +54,12 @@ class ExperimentResults:
 
 
 def default_artifacts_directory() -> Path:
-    """``ARTIFACTS_DIRECTORY``, else ``storage/artifacts`` under ``SPEECHBED_ROOT`` or the cwd."""
-    return storage_directory("ARTIFACTS_DIRECTORY", os.environ.get("SPEECHBED_ROOT") or Path.cwd())
+    """``ARTIFACTS_DIRECTORY``, else ``storage/artifacts`` under the repository root."""
+    return storage_directory("ARTIFACTS_DIRECTORY", repository_root())
 
 
-def _run_index(folder: Path) -> dict[str, dict[str, Any]]:
+def run_index(folder: Path) -> dict[str, dict[str, Any]]:
+    """An experiment's runs by id (its runs.json, else one entry per run folder)."""
     index_path = folder / "runs.json"
     if index_path.is_file():
         return json.loads(index_path.read_text(encoding="utf-8"))
@@ -174,9 +175,10 @@ def load_results(
     finished, unfinished, stale, histories = [], [], [], []
     for name in names:
         folder = artifacts / name
-        if not folder.is_dir():
+        index = run_index(folder) if folder.is_dir() else {}
+        if not index:  # (the folder may exist only for the analysis's own lock)
             raise FileNotFoundError(f"no runs of experiment '{name}' under {artifacts}")
-        for run_id, entry in _run_index(folder).items():
+        for run_id, entry in index.items():
             if wanted is not None and run_id not in wanted:
                 continue
             condition = entry.get("condition", "base")
