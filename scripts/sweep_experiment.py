@@ -3,15 +3,17 @@
 Reads experiments/<name>.yml; writes ${ARTIFACTS_DIRECTORY}/<name>/<run_id>/config.yml per run
 and experiments/out/<name>/{cache,train,evaluate,analyze,pipeline}.yml, then prints (or, with
 --run, runs) the `make pipeline` command. Missing inputs or too few GPUs stop it before anything runs.
+With --run the pipeline runs in this very process, so killing it (even with SIGKILL) is
+killing the runner, whose jobs then go with it.
 """
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.pipeline.cli import main as run_pipeline
 from speechbed.storage import storage_directory
 from speechbed.sweep.experiment import (
     check_gpus,
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"next: make pipeline yml={pipeline}")
         return 0
     print(f"running: scripts/pipeline.py -y {pipeline}", flush=True)
-    command = [sys.executable, str(ROOT / "scripts" / "pipeline.py"), "-y", str(pipeline)]
-    return subprocess.call(command, cwd=ROOT)
+    # In this process, not a child: a child would outlive a SIGKILL of this one.
+    return run_pipeline(["-y", str(written.pipeline)])
 
 
 if __name__ == "__main__":

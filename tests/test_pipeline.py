@@ -252,6 +252,19 @@ def _wait_gone(pid: int) -> None:
     raise AssertionError(f"job process {pid} outlived its runner")
 
 
+def _wait_lease_free(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    with open(path) as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+
 @pytest.mark.parametrize("death_signal_by", ["setpriv", "prctl"])
 def test_resume_after_runner_is_killed(
     tmp_path, testbed_env, recording_job, death_signal_by, start_runner
@@ -272,9 +285,8 @@ def test_resume_after_runner_is_killed(
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=10)
     _wait_gone(long_job["pid"])  # the job dies with its runner
-    # ...and the killed runner's lease is free again.
-    with open(tmp_path / "leases" / "gpu-0.lock") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # ...and the killed runner's lease is free again (once its watchdog saw the job gone).
+    _wait_lease_free(tmp_path / "leases" / "gpu-0.lock")
     gate.touch()
     record.unlink()
     code, output = run(testbed_env, pipeline, "--gpus", "0")

@@ -2,9 +2,11 @@
 
 The scheduler takes a lease before starting a job and returns it when the job is gone.
 
-A lease is ``flock(LOCK_EX)`` on ``<lease dir>/gpu-<id>.lock``. The kernel drops the lock
-when the holding process dies, so a killed pipeline frees its GPUs. The lock file
-descriptor is close-on-exec: jobs never inherit (and so never prolong) a lease.
+A lease is ``flock(LOCK_EX)`` on ``<lease dir>/gpu-<id>.lock``. The lock belongs to the open
+file, so the kernel drops it when the last process holding a descriptor of it closes it or
+dies. The runner opens it close-on-exec and hands a copy to the job it leases it for
+(``descriptors``: ``pass_fds``) and to its watchdog: the GPU stays leased while the job or
+a process of its group lives, even after a killed runner, and no longer.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class GpuLeases:
     def held(self) -> set[int]:
         return set(self._held)
 
+    def descriptors(self, devices: list[int]) -> list[int]:
+        """The open lock descriptors of ``devices`` (held by this process), to hand on."""
+        return [self._held[device] for device in devices]
+
     def try_acquire(self, device: int) -> bool:
         """Lock ``device`` without waiting; False when another process holds it."""
         if device in self._held:
@@ -114,7 +120,7 @@ class GpuLeases:
         for device in devices:
             descriptor = self._held.pop(device, None)
             if descriptor is not None:
-                os.close(descriptor)  # closing the only descriptor drops the flock
+                os.close(descriptor)  # the flock lasts while a job's copy is still open
 
     def release_all(self) -> None:
         self.release(list(self._held))

@@ -21,6 +21,11 @@ Rules:
   so no stray process keeps using a GPU whose lease was returned. On Linux, jobs also get
   SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``, set by ``setpriv`` when it
   exists, which keeps process start cheap).
+- No process of a job outlives a killed runner: the runner's watchdog (one process per run,
+  ``speechbed.pipeline.watchdog``) knows every job's group and, when the runner dies
+  without reaping them, kills each group once its main process has exited (or after
+  ``kill_grace``). A job and its watchdog hold copies of the job's lease descriptors, so a
+  GPU stays leased until no process of the job is left.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from speechbed.pipeline.leases import GpuLeases
 from speechbed.pipeline.loader import Pipeline
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.state import JobState
+from speechbed.pipeline.watchdog import JobWatchdog
 
 #: Set for the jobs of a ``--force`` run, so nested pipelines rerun their jobs too.
 FORCE_VARIABLE = "SPEECHBED_FORCE"
@@ -96,6 +102,10 @@ class _DeathSignal:
 
     prefix: tuple[str, ...] = ()
     preexec: Callable[[], None] | None = None
+
+    @property
+    def signals(self) -> bool:
+        return bool(self.prefix) or self.preexec is not None
 
 
 def _death_signal() -> _DeathSignal:
@@ -168,6 +178,8 @@ class Scheduler:
         self._kill_deadline: float | None = None
         self._waiting_on_foreign_lease = False
         self._death_signal: _DeathSignal | None = None  # found when the first job starts
+        self._watchdog: JobWatchdog | None = None  # started with the first job
+        self._watchdog_tried = False
 
     @staticmethod
     def _segments(jobs: list[PlannedJob]) -> list[int]:
@@ -218,6 +230,9 @@ class Scheduler:
                     self._wait_and_handle(wake_read)
             finally:
                 self.leases.release_all()
+                if self._watchdog is not None:
+                    self._watchdog.close()
+                    self._watchdog = None
                 for number, handler in previous_handlers.items():
                     signal.signal(number, handler)
                 signal.set_wakeup_fd(previous_wakeup)
@@ -365,6 +380,8 @@ class Scheduler:
             os.write(log, header.encode())
             if self._death_signal is None:
                 self._death_signal = _death_signal()
+            watchdog = self._job_watchdog()
+            leases = self.leases.descriptors(devices)
             process = subprocess.Popen(
                 [*self._death_signal.prefix, *launch.argv],
                 cwd=launch.cwd,
@@ -374,7 +391,10 @@ class Scheduler:
                 stderr=subprocess.STDOUT,
                 process_group=0,  # its own group: terminal Ctrl-C goes to the runner only
                 preexec_fn=self._death_signal.preexec,
+                pass_fds=leases,  # the lease lasts while the job holds it, runner or not
             )
+            if watchdog is not None:
+                watchdog.watch(process.pid, leases, signal_leader=not self._death_signal.signals)
         except Exception as error:  # the job cannot start: that is its failure, not the runner's
             if log >= 0:
                 os.write(log, f"error: could not start the job: {error}\n".encode())
@@ -398,6 +418,19 @@ class Scheduler:
         self._running[job.index] = running
         record.status = JobStatus.RUNNING
         self.display.job_started(record)
+
+    def _job_watchdog(self) -> JobWatchdog | None:
+        """The watchdog, started with the first job; None (said once) when it cannot start."""
+        if not self._watchdog_tried:
+            self._watchdog_tried = True
+            try:
+                self._watchdog = JobWatchdog(self.kill_grace, self.display.message)
+            except OSError as error:
+                self.display.message(
+                    f"warning: cannot start the job watchdog ({error}); if this runner is "
+                    "killed, processes its jobs started may outlive it"
+                )
+        return self._watchdog
 
     # ------------------------------------------------------------------ output and exits
 
@@ -455,6 +488,8 @@ class Scheduler:
         os.close(running.log)
         del self._running[record.job.index]
         self._cleanup(self.pipeline.executors[record.job.run_in], record.job, running.launch)
+        if self._watchdog is not None:
+            self._watchdog.forget(process.pid, holds_leases=bool(record.devices))
         self.leases.release(record.devices)
         if self.interrupted_by is not None and returncode != 0:
             self._finish(record, JobStatus.INTERRUPTED, record.note or "terminated")
