@@ -51,11 +51,13 @@ def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     dead_leftover = target.with_name(f".train.zarr.partial-{int(dead.stdout)}")
     dead_leftover.mkdir()
     (dead_leftover / "chunk").write_bytes(b"x")
+    dead_old_copy = target.with_name(f".train.zarr.partial-{int(dead.stdout)}-old")
+    dead_old_copy.mkdir()  # killed between the two renames that replace a folder
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         live_leftover = target.with_name(f".train.zarr.partial-{live.pid}")
         live_leftover.write_text("being written")
-        assert remove_dead_partials(target) == [dead_leftover]
+        assert sorted(remove_dead_partials(target)) == [dead_leftover, dead_old_copy]
         assert not dead_leftover.exists() and live_leftover.exists()
     finally:
         live.kill()

@@ -104,7 +104,7 @@ def remove_dead_partials(path: str | Path) -> list[Path]:
     for entry in entries:
         if not entry.name.startswith(prefix):
             continue
-        pid_text = entry.name[len(prefix) :]
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]  # also ".name.partial-<pid>-old"
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not process_alive(int(pid_text)):
             remove_path(entry)
             removed.append(entry)
@@ -136,7 +136,7 @@ def atomic_output(path: str | Path, needed_bytes: int | None = None) -> Iterator
     try:
         yield temporary
         if temporary.is_dir() and path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f"{temporary.name}-old")  # a leftover like any partial
             remove_path(old)
             os.replace(path, old)
             os.replace(temporary, path)
