@@ -215,6 +215,7 @@ def test_nested_pipelines_rerun_downstream_and_force_reaches_them(chain, tmp_pat
     outer.write_text(
         yaml.safe_dump(
             {
+                "allow_outside_scripts": True,  # the repository's runner; the test's root is tmp
                 "jobs": [
                     {
                         "script": str(Path(__file__).parents[1] / "scripts" / "pipeline.py"),
@@ -245,3 +246,33 @@ def test_nested_pipelines_rerun_downstream_and_force_reaches_them(chain, tmp_pat
     code, output = run_pipeline(environ, outer, "--force")
     assert code == 0, output
     assert sorted(ran(runs)) == ["first", "other", "second"]
+
+
+def test_every_step_records_code_versions_the_runner_knows():
+    """A name the runner does not know would make its step rerun forever."""
+    import importlib.util
+
+    from speechbed.code_versions import CODE_VERSIONS
+    from speechbed.jobs import JobSchema
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    modules = []  # kept referenced: __subclasses__ holds its classes weakly
+    for script in sorted(scripts.glob("*.py")):
+        if "run_jobs_cli" in script.read_text():
+            spec = importlib.util.spec_from_file_location(f"step_{script.stem}", script)
+            modules.append(importlib.util.module_from_spec(spec))
+            spec.loader.exec_module(modules[-1])
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    declared = {
+        (schema.__name__, name, version)
+        for schema in subclasses(JobSchema)
+        for name, version in schema.code_versions.items()
+    }
+    assert {name for _, name, _ in declared} >= {"features", "training", "evaluation"}
+    for schema, name, version in declared:
+        assert CODE_VERSIONS.get(name) == version, (schema, name, version)

@@ -7,8 +7,8 @@ change alters what the step writes.
 
 CODE_VERSIONS: dict[str, int] = {
     "features": 2,
-    "synthetic_corpus": 1,
-    "timit_prep": 1,
+    "synthetic_timit": 1,
+    "prep_timit": 1,
     "training": 1,
     "evaluation": 1,
 }

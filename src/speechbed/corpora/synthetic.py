@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.sentences import SHARED_PROMPTS, SentenceGenerator
 from speechbed.corpora.sphere import write_sphere
 from speechbed.corpora.synthesis import SAMPLE_RATE, Voice, synthesize_utterance
@@ -33,7 +34,7 @@ from speechbed.lineage import FINGERPRINT_FILE, digest, write_folder_fingerprint
 from speechbed.outputs import atomic_output, write_text_atomic
 
 #: Bump when the generator's output changes, so corpora made by older code are redone.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = CODE_VERSIONS["synthetic_timit"]
 #: Written at the corpus root: the settings it was made with (also marks it as ours).
 STAMP_FILE = "SPEECHBED_SYNTHETIC.json"
 

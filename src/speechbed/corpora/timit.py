@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from speechbed import PACKAGE_DATA
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.manifest import (
     TOKENS_FILE,
     Segment,
@@ -278,7 +279,7 @@ def build_partitions(
 #: Written beside the manifests: what they were made from, so an unchanged corpus is skipped.
 PREP_STAMP_FILE = "prep_timit.json"
 #: Bump when the manifests this code writes change, so manifests of older code are redone.
-PREP_VERSION = 1
+PREP_VERSION = CODE_VERSIONS["prep_timit"]
 
 
 def corpus_fingerprint(path: str | Path, strict: bool) -> str:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.decoding.transcribe import ids_to_phones_39, phone_error_counts, transcribe
 from speechbed.errors import UserInputError
 from speechbed.outputs import write_text_atomic
@@ -24,7 +25,7 @@ from speechbed.training.run_lineage import store_fingerprints
 RESULTS_FILE = "results.json"
 #: Bump when a change of the decoding or scoring code changes results; results of older code
 #: are then recomputed.
-EVALUATION_CODE_VERSION = 1
+EVALUATION_CODE_VERSION = CODE_VERSIONS["evaluation"]
 
 
 class EvaluationJob(RunConfig):

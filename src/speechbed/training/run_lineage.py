@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.lineage import digest, fingerprint
 from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
 from speechbed.training.config import RunConfig
@@ -29,7 +30,7 @@ from speechbed.training.data import partition_path
 
 #: Bump when a change of the training code changes what a run trains; runs of older code
 #: are then moved aside and trained again.
-TRAINING_CODE_VERSION = 1
+TRAINING_CODE_VERSION = CODE_VERSIONS["training"]
 #: Data keys that say where or how frames are read, not what a run trains on.
 _NOT_SETTINGS = ("cache_directory", "test_partition", "num_workers", "in_memory")
 
