@@ -7,6 +7,7 @@ Every test records the pids it causes to exist and kills them by pid when it end
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from speechbed.pipeline.watchdog import JobWatchdog
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -307,3 +310,36 @@ def test_sigkilled_experiment_driver_takes_its_runners_and_trainings(
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_the_watchdog_keeps_a_reaped_job_s_lease_while_a_process_of_its_group_lives(tmp_path):
+    """What a job leaves behind can take a while to die (a process tearing down its CUDA
+    context): the runner returns its own lease copy at once, the watchdog holds on."""
+    lock_path = tmp_path / "gpu-0.lock"
+    lease = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    straggler = subprocess.Popen(["sleep", "300"], process_group=0)  # the job's last process
+    watchdog = JobWatchdog(grace=1.0, warn=pytest.fail)
+    try:
+        watchdog.watch(straggler.pid, [lease], signal_leader=False)
+        os.close(lease)  # the runner's copy goes...
+        watchdog.forget(straggler.pid, holds_leases=True)
+        with open(lock_path) as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ...the lease stays
+        straggler.kill()
+        straggler.wait()
+        with open(lock_path) as other:
+            wait_until(lambda: not _blocked(other), 10, "the lease outlived its job's last process")
+    finally:
+        if straggler.poll() is None:
+            straggler.kill()
+            straggler.wait()
+        watchdog.close()
+
+
+def _blocked(lock: object) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_MESSAGE = 256
 MAX_DESCRIPTORS = 64  # lease descriptors sent with one job
@@ -125,7 +125,7 @@ class _Group:
     signal_leader: bool
     pidfd: int | None = None
     killed: bool = False  # SIGKILL sent to the group (by the runner or by the watchdog)
-    poll: float = field(default=FIRST_POLL_SECONDS)
+    poll: float = FIRST_POLL_SECONDS  # until the next look at a killed group
 
     def drop(self) -> None:
         for descriptor in self.leases:  # the last holder closing it frees the GPU
@@ -172,7 +172,19 @@ def _group_alive(pgid: int) -> bool:
 def _leader_running(group: _Group) -> bool:
     if group.pidfd is not None:  # readable once the process has exited
         return not select.select([group.pidfd], [], [], 0)[0]
-    return _group_alive(group.pgid)
+    if not os.path.isdir("/proc/self"):  # not Linux: a zombie left unreaped counts as running
+        try:
+            os.kill(group.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:  # the leader's pid is its group's id
+        with open(f"/proc/{group.pgid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
 
 
 def _watch(groups: dict[int, _Group], words: list[bytes], leases: list[int]) -> None:
@@ -259,7 +271,8 @@ def _end_jobs(groups: dict[int, _Group], grace: float) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``watchdog.py GRACE RUNNER_PID``, with the runner's socket as standard input."""
+    """``watchdog.py GRACE RUNNER_PID``, with the runner's socket as standard input (the pid
+    is there for a person reading ``ps``)."""
     grace = float(argv[1])
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
