@@ -241,7 +241,7 @@ def test_runs_whose_data_changed_are_stale_and_left_out_of_the_statistics(tmp_pa
     _run(folder / "current", 0.20, dict(now), as_written)
     _run(folder / "old_train", 0.10, {**now, "train": "0123456789abcdef01234567"}, as_written)
     _run(folder / "unrecorded", 0.30, None, as_written)  # older runs: nothing to compare
-    _run(
+    _run(  # a store deleted since: nothing seen changed, the run stays current
         folder / "gone", 0.15, {"dev": now["dev"], "other": "feedfeedfeedfeedfeedfeed"}, str(cache)
     )
     index = {
@@ -251,22 +251,21 @@ def test_runs_whose_data_changed_are_stale_and_left_out_of_the_statistics(tmp_pa
     (folder / "runs.json").write_text(json.dumps(index))
 
     results = load_results("exp", tmp_path / "artifacts")
-    assert sorted(results.runs["run_id"]) == ["current", "unrecorded"]
+    assert sorted(results.runs["run_id"]) == ["current", "gone", "unrecorded"]
     stale = results.stale.set_index("run_id")["status"].to_dict()
     assert stale == {
         "old_train": f"stale: its train data {cache / 'train.zarr'} changed since the run",
-        "gone": f"stale: its other data {cache / 'other.zarr'} is gone",
     }
     assert results.stale.set_index("run_id").loc["old_train", "dev_per"] == pytest.approx(10.0)
     statistics = results.statistics.set_index(["condition", "partition"])
-    assert statistics.loc[("c", "dev"), "n"] == 2
-    assert statistics.loc[("c", "dev"), "min"] == pytest.approx(20.0)  # not the stale 10 %
-    assert set(results.histories["run_id"]) == {"current", "unrecorded"}
+    assert statistics.loc[("c", "dev"), "n"] == 3
+    assert statistics.loc[("c", "dev"), "min"] == pytest.approx(15.0)  # not the stale 10 %
+    assert set(results.histories["run_id"]) == {"current", "gone", "unrecorded"}
 
     # the data changes again: the current run becomes stale too
     _store(cache, "dev", "dev v2")
     results = load_results("exp", tmp_path / "artifacts")
-    assert sorted(results.runs["run_id"]) == ["unrecorded"]
+    assert sorted(results.runs["run_id"]) == ["unrecorded"]  # "gone" recorded dev too
     assert "its dev data" in results.stale.set_index("run_id").loc["current", "status"]
 
     outputs = write_tables_and_plots(results, tmp_path / "analysis")

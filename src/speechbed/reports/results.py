@@ -128,8 +128,11 @@ def stale_reason(
     environ: Mapping[str, str] | None = None,
     root: Path | None = None,
 ) -> str | None:
-    """Why a finished run no longer matches its data ("stale: ..."), or None when it does or
-    when its results record no data fingerprints (nothing to compare)."""
+    """Why a finished run no longer matches its data ("stale: ..."), or None when it does.
+
+    Only a change seen is stale: results that record no data fingerprints, a store since
+    deleted (caches are rebuilt, results stay valid) or a cache folder this environment
+    cannot resolve leave the run current."""
     recorded = results.get("data_fingerprints")
     if not isinstance(recorded, Mapping) or not recorded:
         return None
@@ -139,14 +142,12 @@ def stale_reason(
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
         cache = _cache_folder(str(config["data"]["cache_directory"]), config_path, environ, root)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, UserInputError) as error:
-        return f"stale: cannot check the data it used ({config_path}: {error})"
+    except (OSError, yaml.YAMLError, KeyError, TypeError, UserInputError):
+        return None
     for partition, was in sorted(recorded.items()):
         store = cache / f"{partition}.zarr"
         now = fingerprint(store)
-        if now is None:
-            return f"stale: its {partition} data {store} is gone"
-        if now != was:
+        if now is not None and now != was:
             return f"stale: its {partition} data {store} changed since the run"
     return None
 
