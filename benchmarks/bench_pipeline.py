@@ -33,7 +33,10 @@ def _write_pipeline(folder: Path) -> tuple[Path, Path, Path]:
         f"  - {{script: {script}, config: {config}, args: ['{index}']}}\n"
         for index in range(NUM_JOBS)
     )
-    pipeline.write_text("jobs:\n" + steps)
+    pipeline.write_text(
+        "allow_outside_scripts: true  # the trivial job lives in a temporary folder\njobs:\n"
+        + steps
+    )
     return script, config, pipeline
 
 
