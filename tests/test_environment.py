@@ -141,6 +141,7 @@ def test_make_targets_read_env_file_before_defaults(tmp_path, clean_environ):
     )
     pipeline = tmp_path / "p.yml"
     pipeline.write_text(
+        "allow_outside_scripts: true\n"  # the step script lives in the test's folder
         f"jobs:\n  - {{script: {tmp_path}/show_env.py, config: {tmp_path}/job.yml, name: show}}\n"
     )
     clean_environ["SPEECHBED_LEASE_DIR"] = str(tmp_path / "leases")
