@@ -223,7 +223,7 @@ def test_nested_pipelines_rerun_downstream_and_force_reaches_them(chain, tmp_pat
                         "name": "inner",
                         "args": ["--num_jobs", "1"],
                     }
-                ]
+                ],
             },
             sort_keys=False,
         )
