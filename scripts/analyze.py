@@ -17,10 +17,11 @@ from pathlib import Path
 from pydantic import Field
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+from speechbed.jobs import JobSchema
 from speechbed.reports.analysis import send_reports, summary_text, write_tables_and_plots
 from speechbed.reports.results import load_results, run_index
 from speechbed.reports.settings import ReportSettings
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class AnalyzeJob(JobSchema):

@@ -27,7 +27,8 @@ from speechbed.features.settings import (
     SigbankSettings,
     resolve_feature,
 )
-from speechbed.jobs import JobContext, JobSchema, run_jobs_cli
+from speechbed.jobs import JobSchema
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 _EXPLICIT_KEYS = "; ".join(
     f"kind: {model.model_fields['kind'].default} with {', '.join(sorted(set(model.model_fields) - {'kind'}))}"

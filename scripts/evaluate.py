@@ -9,7 +9,7 @@ a dev store that has changed since is refused (train it again).
 """
 
 from speechbed.decoding.evaluation import EvaluationJob, evaluate_run
-from speechbed.jobs import JobContext, run_jobs_cli
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 def run(job: EvaluationJob, context: JobContext) -> None:

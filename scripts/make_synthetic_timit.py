@@ -12,7 +12,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from speechbed.corpora.synthetic import GENERATOR_VERSION, SCALES, make_synthetic_timit
-from speechbed.jobs import JobContext, JobSchema, output_path, run_jobs_cli
+from speechbed.jobs import JobSchema, output_path
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class MakeSyntheticTimitJob(JobSchema):

@@ -11,7 +11,8 @@ from typing import ClassVar
 from pydantic import Field
 
 from speechbed.corpora.timit import PREP_VERSION, TIMIT_COUNTS, prepare_timit
-from speechbed.jobs import JobContext, JobSchema, input_path, output_path, run_jobs_cli
+from speechbed.jobs import JobSchema, input_path, output_path
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class PrepTimitJob(JobSchema):

@@ -8,7 +8,7 @@ feature stores that have changed since is moved aside (<run_dir>.stale-<time>) a
 again. A second trainer of the same run waits for the first, then finds it trained.
 """
 
-from speechbed.jobs import JobContext, run_jobs_cli
+from speechbed.step_runner import JobContext, run_jobs_cli
 from speechbed.training.loop import TrainingJob, train_run
 
 

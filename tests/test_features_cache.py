@@ -28,7 +28,7 @@ from speechbed.errors import UserInputError
 from speechbed.features import NAMED_FEATURES, FeatureCache, settings_hash
 from speechbed.features.build import build_feature_cache
 from speechbed.features.computers import make_computer
-from speechbed.jobs import run_jobs_cli
+from speechbed.step_runner import run_jobs_cli
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "scripts"))

@@ -26,8 +26,8 @@ from speechbed.features import FeatureCache, FeatureStoreWriter
 from speechbed.features.build import build_feature_cache
 from speechbed.features.integrity import DamagedFeatureStore, check_store
 from speechbed.features.settings import FEATURE_CODE_VERSION
-from speechbed.jobs import run_with_lineage
 from speechbed.lineage import FINGERPRINT_FILE, fingerprint
+from speechbed.step_runner import run_with_lineage
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCRIPT = REPOSITORY / "scripts" / "compute_features.py"

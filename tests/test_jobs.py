@@ -18,15 +18,8 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import (
-    JobContext,
-    JobSchema,
-    describe_schema,
-    load_config,
-    load_jobs,
-    run_jobs_cli,
-    substitute_variables,
-)
+from speechbed.jobs import JobSchema, describe_schema, load_config, load_jobs, substitute_variables
+from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class Window(JobSchema):
@@ -307,7 +300,7 @@ def test_help_shows_the_schema(tmp_path):
     script = tmp_path / "step.py"
     script.write_text(
         "from pathlib import Path\nfrom pydantic import Field\n"
-        "from speechbed.jobs import JobSchema, run_jobs_cli\n"
+        "from speechbed.jobs import JobSchema\nfrom speechbed.step_runner import run_jobs_cli\n"
         "class Step(JobSchema):\n"
         "    output_path: Path = Field(description='where it goes')\n"
         "raise SystemExit(run_jobs_cli(Step, lambda job, context: None, 'A step.'))\n"

@@ -24,7 +24,8 @@ from speechbed.pipeline.cli import main
 UPPERCASE_STEP = """\
 from pathlib import Path
 import os
-from speechbed.jobs import JobSchema, input_path, output_path, run_jobs_cli
+from speechbed.jobs import JobSchema, input_path, output_path
+from speechbed.step_runner import run_jobs_cli
 
 class Job(JobSchema):
     source: Path = input_path(description="text to read")

@@ -1,6 +1,6 @@
 """Data lineage: fingerprints of what a job read and wrote, so "done" means done for these inputs.
 
-``speechbed.jobs`` records a job's lineage after it succeeds; ``speechbed.pipeline.state``
+``speechbed.step_runner`` records a job's lineage after it succeeds; ``speechbed.pipeline.state``
 checks it before skipping a job; the reports use ``fingerprint`` to find stale runs.
 
 A fingerprint is a short SHA-256 digest:

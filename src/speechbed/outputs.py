@@ -1,7 +1,7 @@
 """Writing outputs safely: the one rule for temporary names, atomic renames, locks and disk errors.
 
 Used by every module that writes a file or folder another process reads (corpora, features,
-training, decoding, reports, pipeline state) and by ``speechbed.jobs`` for output locks.
+training, decoding, reports, pipeline state) and by ``speechbed.step_runner`` for output locks.
 
 The rule: an output ``dir/name`` is produced under ``dir/.name.partial-<pid>`` (unique to the
 process, hidden so listings and fingerprints ignore it) and renamed into place when complete;

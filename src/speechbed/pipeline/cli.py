@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import LINEAGE_FILE_VARIABLE, describe_schema
+from speechbed.jobs import describe_schema
 from speechbed.outputs import write_text_atomic
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.inventory import discover_gpus
@@ -23,6 +23,7 @@ from speechbed.pipeline.loader import artifacts_directory, load_pipeline
 from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler, exit_code
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import NESTED_PIPELINE, JobState
+from speechbed.step_runner import LINEAGE_FILE_VARIABLE
 from speechbed.storage import repository_root
 
 DESCRIPTION = """Run a pipeline: a YAML list of `python SCRIPT -y CONFIG ARGS...` steps, scheduled

@@ -45,7 +45,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import LINEAGE_FILE_VARIABLE
 from speechbed.pipeline.display import JobStatus, PipelineDisplay
 from speechbed.pipeline.executors import Executor, Launch
 from speechbed.pipeline.leases import GpuLeases
@@ -53,6 +52,7 @@ from speechbed.pipeline.loader import Pipeline
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.state import JobState
 from speechbed.pipeline.watchdog import JobWatchdog
+from speechbed.step_runner import LINEAGE_FILE_VARIABLE
 
 #: Set for the jobs of a ``--force`` run, so nested pipelines rerun their jobs too.
 FORCE_VARIABLE = "SPEECHBED_FORCE"

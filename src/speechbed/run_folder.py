@@ -1,0 +1,76 @@
+"""The files of a run folder and of an experiment folder, each name spelled once.
+
+Written by training, evaluation and the sweep; read by the reports and the analysis step.
+
+An experiment folder (``${ARTIFACTS_DIRECTORY}/<experiment>/``) holds ``runs.json`` (every
+run's condition and seed, by run id), one run folder per run id and ``analysis/``. A run
+folder holds the run's job file ``config.yml``, ``hist.csv`` (one row per epoch),
+``tensorboard/``, ``checkpoints/epoch-NNNN.pt``, the best epoch's ``model.pt`` and the
+evaluation's ``results.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_CONFIG = "config.yml"
+HISTORY = "hist.csv"
+MODEL = "model.pt"
+RESULTS = "results.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+RUN_INDEX = "runs.json"
+ANALYSIS = "analysis"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder and the paths of its files."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / RUN_CONFIG
+
+    @property
+    def history(self) -> Path:
+        return self.path / HISTORY
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:04d}.pt"
+
+
+@dataclass(frozen=True)
+class ExperimentFolder:
+    """One experiment's folder: its run index, its runs and its analysis."""
+
+    path: Path
+
+    @property
+    def index(self) -> Path:
+        return self.path / RUN_INDEX
+
+    @property
+    def analysis(self) -> Path:
+        return self.path / ANALYSIS
+
+    def run(self, run_id: str) -> RunFolder:
+        return RunFolder(self.path / run_id)
