@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from speechbed.mellin import extension, mcorr1d, mcorrlcorr, spec2col
+from speechbed.mellin import dispatch, extension, mcorr1d, mcorrlcorr, spec2col
 from speechbed.mellin.extension import MellinExtensionUnavailable
 from speechbed.mellin.torch_path import gather_mellin_rows, pad_linear_axis
 
@@ -28,6 +28,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def fresh_loader(monkeypatch):
     """The loader as in a new process (nothing loaded yet), restored afterwards."""
     monkeypatch.setattr(extension, "_state", {})
+    monkeypatch.setattr(dispatch, "_agreement", {})
 
 
 @needs_compiler
@@ -154,13 +155,13 @@ def test_extension_mellin_rows_and_adjoint_match_the_torch_gather(elementwise):
 
 @needs_compiler
 def test_self_check_agrees_on_cpu_and_a_disagreeing_device_falls_back(fresh_loader, monkeypatch):
-    assert extension.agrees_with_torch_path(torch.device("cpu"))
-    assert not extension.preferred_on(torch.device("cpu"))  # auto keeps the torch path on CPU
+    assert dispatch.agrees_with_torch_path(torch.device("cpu"))
+    assert not dispatch.preferred_on(torch.device("cpu"))  # auto keeps the torch path on CPU
     # a CUDA build whose results differ from the torch path is refused, with a warning, once
     monkeypatch.setattr(extension, "with_cuda", lambda: True)
-    monkeypatch.setattr(extension, "agrees_with_torch_path", lambda device: False)
+    monkeypatch.setattr(dispatch, "agrees_with_torch_path", lambda device: False)
     with pytest.warns(RuntimeWarning, match="differ from the torch path"):
-        assert not extension.preferred_on(torch.device("cuda"))
+        assert not dispatch.preferred_on(torch.device("cuda"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not extension.preferred_on(torch.device("cuda"))
+        assert not dispatch.preferred_on(torch.device("cuda"))

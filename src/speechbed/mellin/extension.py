@@ -1,6 +1,6 @@
 """Builds (once, cached) and loads the compiled Mellin extension from csrc/, and calls its ops.
 
-Called by speechbed.mellin.dispatch and functional; the Docker image runs
+Called by speechbed.mellin.dispatch (which also checks it against the torch path); the image runs
 ``python -m speechbed.mellin.extension --build`` so that the first use finds it prebuilt.
 """
 
@@ -18,19 +18,20 @@ from pathlib import Path
 import torch
 
 from speechbed.outputs import write_text_atomic
+from speechbed.storage import repository_root
 
 #: Name of the torch op namespace and of the built library.
 LIBRARY_NAME = "speechbed_mellin"
 #: Environment variable naming the build folder (default: <repo>/build/torch_extensions).
 BUILD_DIRECTORY_VARIABLE = "SPEECHBED_MELLIN_BUILD_DIR"
 #: The C++/CUDA sources, next to src/ in the repository.
-SOURCE_DIRECTORY = Path(__file__).resolve().parents[3] / "csrc"
+SOURCE_DIRECTORY = repository_root() / "csrc"
 CPU_SOURCES = ("mellin_ops.cpp",)
 CUDA_SOURCES = ("mellin_cuda.cu",)
 HEADERS = ("mellin_index.h", "mellin_cpu.h", "mellin_rows.h")
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "loaded": bool, "error": str, "agrees:<device>": bool
+_state: dict[str, object] = {}  # "loaded": bool, "error": str
 
 
 class MellinExtensionUnavailable(RuntimeError):
@@ -42,7 +43,7 @@ def build_directory() -> Path:
     configured = os.environ.get(BUILD_DIRECTORY_VARIABLE)
     if configured:
         return Path(configured)
-    return SOURCE_DIRECTORY.parent / "build" / "torch_extensions" / LIBRARY_NAME
+    return repository_root() / "build" / "torch_extensions" / LIBRARY_NAME
 
 
 def with_cuda() -> bool:
@@ -158,46 +159,6 @@ def require(device: torch.device) -> None:
     load(strict=True)
     if not supports(device):
         raise MellinExtensionUnavailable(f"the Mellin extension has no kernels for {device}")
-
-
-def preferred_on(device: torch.device) -> bool:
-    """Whether "auto" uses the extension on ``device`` (see benchmarks/bench_mellin.py).
-
-    On CPU the torch path measured as fast (and needs no compiler), so auto never builds
-    there. On CUDA the extension is used when it has CUDA kernels and, checked once per
-    device, agrees with the torch path on a small case; otherwise a warning and torch.
-    """
-    if device.type != "cuda" or not with_cuda() or not load():
-        return False
-    key = f"agrees:{device}"
-    if key not in _state:
-        _state[key] = agrees_with_torch_path(device)
-        if not _state[key]:
-            warnings.warn(
-                f"speechbed.mellin: the extension's results on {device} differ from the torch path; "
-                "using the torch path",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    return bool(_state[key])
-
-
-def agrees_with_torch_path(device: torch.device) -> bool:
-    """Forward and gradients of a small mcorrlcorr on ``device``: extension against torch path."""
-    from speechbed.mellin import functional
-
-    generator = torch.Generator().manual_seed(0)
-    tensors = [
-        torch.randn(shape, generator=generator, dtype=torch.float64)
-        for shape in ((2, 3, 9, 7), (4, 3, 2, 3), (4,))
-    ]
-    results = []
-    for path in ("torch", "extension"):
-        leaves = [tensor.to(device).requires_grad_() for tensor in tensors]
-        output = functional.mcorrlcorr(*leaves, s=(2, 1), d=(1, 2), p=(1, 1), r=(1, 1), path=path)
-        output.backward(torch.ones_like(output))
-        results.append([output.detach().cpu()] + [leaf.grad.cpu() for leaf in leaves])
-    return all(torch.allclose(a, b, rtol=1e-9, atol=1e-9) for a, b in zip(*results, strict=True))
 
 
 def mcorrlcorr(input, weight, bias, s, d, p, output_size) -> torch.Tensor:

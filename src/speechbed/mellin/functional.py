@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from speechbed.mellin import torch_path
-from speechbed.mellin.dispatch import choose_path
+from speechbed.mellin import dispatch, torch_path
 from speechbed.mellin.errors import MellinArgumentError
 from speechbed.mellin.sizes import lcorr_valid_size, mcorr_valid_size
 
@@ -26,6 +25,13 @@ def as_pair(value: IntOrPair, name: str) -> tuple[int, int]:
     ):
         return (int(value[0]), int(value[1]))
     raise MellinArgumentError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def param_pairs(s: IntOrPair, d: IntOrPair, p: IntOrPair, r: IntOrPair):
+    """``s, d, p, r`` as checked pairs of ints (an int is used on both axes)."""
+    pairs = as_pair(s, "s"), as_pair(d, "d"), as_pair(p, "p"), as_pair(r, "r")
+    check_params(*pairs)
+    return pairs
 
 
 def check_params(s, d, p, r) -> None:
@@ -128,11 +134,7 @@ def mcorr1d(
     check_params(s, d, p, r)
     check_tensors(input, weight, bias, 3, "mcorr1d")
     size = output_size_1d(weight.shape[2], input.shape[2], s, d, p, r, "mcorr1d")
-    if choose_path(path, input) == "extension":
-        from speechbed.mellin import extension
-
-        return extension.mcorr1d(input, weight, bias, s, d, p, size)
-    return torch_path.mcorr1d(input, weight, bias, s, d, p, size)
+    return dispatch.mcorr1d(input, weight, bias, s, d, p, size, path=path)
 
 
 def mcorrlcorr(
@@ -152,15 +154,10 @@ def mcorrlcorr(
     with weight (C_out, C_in, Kx, Ky); output X is mcorr_valid_size(Kx, X, s0, d0, p0) + r0,
     output Y is lcorr_valid_size(Ky, Y, s1, d1, p1) + r1. ``s, d, p, r`` are ints or pairs.
     """
-    s, d, p, r = as_pair(s, "s"), as_pair(d, "d"), as_pair(p, "p"), as_pair(r, "r")
-    check_params(s, d, p, r)
+    s, d, p, r = param_pairs(s, d, p, r)
     check_tensors(input, weight, bias, 4, "mcorrlcorr")
     size = output_size_2d(weight.shape[2:], input.shape[2:], s, d, p, r, "mcorrlcorr")
-    if choose_path(path, input) == "extension":
-        from speechbed.mellin import extension
-
-        return extension.mcorrlcorr(input, weight, bias, s, d, p, size)
-    return torch_path.mcorrlcorr(input, weight, bias, s, d, p, size)
+    return dispatch.mcorrlcorr(input, weight, bias, s, d, p, size, path=path)
 
 
 def snd2col(
@@ -187,8 +184,7 @@ def spec2col(
 ) -> torch.Tensor:
     """Columns of mcorrlcorr's index map: (N, C_in, Kx, Ky, X_out, Y_out), 0 off the input."""
     kernel_size = as_pair(kernel_size, "kernel_size")
-    s, d, p, r = as_pair(s, "s"), as_pair(d, "d"), as_pair(p, "p"), as_pair(r, "r")
-    check_params(s, d, p, r)
+    s, d, p, r = param_pairs(s, d, p, r)
     check_tensors(input, None, None, 4, "spec2col")
     check_kernel_size(kernel_size, 2, "spec2col")
     size = output_size_2d(kernel_size, input.shape[2:], s, d, p, r, "spec2col")

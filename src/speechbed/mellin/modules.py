@@ -12,7 +12,7 @@ from torch import nn
 
 from speechbed.mellin import functional
 from speechbed.mellin.errors import MellinArgumentError
-from speechbed.mellin.functional import IntOrPair, as_pair, check_params
+from speechbed.mellin.functional import IntOrPair, as_pair, check_params, param_pairs
 
 
 class _MellinLayer(nn.Module):
@@ -90,13 +90,7 @@ class MCorrLCorr(_MellinLayer):
         bias: bool = True,
     ) -> None:
         self.kernel_size = as_pair(kernel_size, "kernel_size")
-        self.s, self.d, self.p, self.r = (
-            as_pair(s, "s"),
-            as_pair(d, "d"),
-            as_pair(p, "p"),
-            as_pair(r, "r"),
-        )
-        check_params(self.s, self.d, self.p, self.r)
+        self.s, self.d, self.p, self.r = param_pairs(s, d, p, r)
         super().__init__(in_channels, out_channels, self.kernel_size, bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

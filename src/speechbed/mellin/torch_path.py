@@ -1,6 +1,6 @@
 """The vectorized torch path of the Mellin ops: gather along the Mellin axis, then one strided conv.
 
-Called by speechbed.mellin.functional after it has checked the arguments; works on any
+Called by speechbed.mellin.dispatch after functional has checked the arguments; works on any
 device and dtype, and autograd gives every gradient (index_select, pad and conv backward).
 """
 
