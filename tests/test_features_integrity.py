@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zarr
 
-import speechbed.features.cache as cache_module
+import speechbed.features.store_writer as store_writer_module
 from speechbed.corpora.manifest import manifest_path
 from speechbed.errors import UserInputError
 from speechbed.features import FeatureCache, FeatureStoreWriter
@@ -53,7 +53,7 @@ def write_store(path: Path, zeros: bool = False, seed: int = 3) -> np.ndarray:
     ids = [f"u{i}" for i in range(len(counts))]
     tokens = [[i % 48] for i in range(len(counts))]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cache_module, "CHUNK_BYTES", CHUNK_FRAMES * 4 * NUM_FEATURES)
+        patch.setattr(store_writer_module, "CHUNK_BYTES", CHUNK_FRAMES * 4 * NUM_FEATURES)
         with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, {"partition": "t"}) as w:
             w.write(0, feats)
             w.commit()

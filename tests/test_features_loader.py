@@ -14,7 +14,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-import speechbed.features.cache as cache_module
+import speechbed.features.store_writer as store_writer_module
 from speechbed.errors import UserInputError
 from speechbed.features import (
     BucketBatchSampler,
@@ -41,7 +41,7 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("cache") / "train.zarr"
     attributes = {"feature_settings": {"kind": "test"}, "settings_hash": "s", "manifest_hash": "m"}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cache_module, "CHUNK_BYTES", 64 * 4 * NUM_FEATURES)  # 64-frame chunks
+        patch.setattr(store_writer_module, "CHUNK_BYTES", 64 * 4 * NUM_FEATURES)  # 64-frame chunks
         with FeatureStoreWriter(path, ids, counts, NUM_FEATURES, tokens, attributes) as writer:
             writer.write(0, feats[:10])  # two runs, to cross a run boundary
             writer.write(10, feats[10:])

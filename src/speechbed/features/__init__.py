@@ -4,7 +4,7 @@ scripts/compute_features.py builds caches; training reads them through the loade
 """
 
 from speechbed.features.build import build_feature_cache
-from speechbed.features.cache import FeatureCache, FeatureStoreWriter
+from speechbed.features.cache import FeatureCache
 from speechbed.features.computers import make_computer
 from speechbed.features.loader import (
     BucketBatchSampler,
@@ -21,6 +21,7 @@ from speechbed.features.settings import (
     resolve_feature,
     settings_hash,
 )
+from speechbed.features.store_writer import FeatureStoreWriter
 
 __all__ = [
     "NAMED_FEATURES",

@@ -27,7 +27,7 @@ from speechbed.corpora.manifest import (
 from speechbed.corpora.phones import PHONES_48
 from speechbed.corpora.sphere import read_sphere
 from speechbed.errors import UserInputError
-from speechbed.features.cache import FeatureStoreWriter, read_store_attributes
+from speechbed.features.cache import read_store_attributes
 from speechbed.features.computers import make_computer
 from speechbed.features.integrity import DamagedFeatureStore, check_store, count_chunks
 from speechbed.features.settings import (
@@ -38,6 +38,7 @@ from speechbed.features.settings import (
     resolve_feature,
     settings_hash,
 )
+from speechbed.features.store_writer import FeatureStoreWriter
 from speechbed.outputs import remove_dead_partials
 
 #: Utterances read ahead and sorted by length, so each computed batch pads little.

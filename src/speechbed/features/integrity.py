@@ -1,6 +1,6 @@
 """Integrity records of feature stores: what a completed store holds, checked whenever it is opened.
 
-``FeatureStoreWriter.commit`` (speechbed.features.cache) records a store before renaming it into
+``FeatureStoreWriter.commit`` (speechbed.features.store_writer) records a store before renaming it into
 place; ``FeatureCache`` checks the record on opening and before reading chunks; the builder
 (``build_feature_cache``) rebuilds a store that fails the check.
 
