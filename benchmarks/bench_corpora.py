@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from speechbed.corpora.espeak import Espeak
 from speechbed.corpora.sentences import SentenceGenerator
 from speechbed.corpora.sphere import read_sphere
-from speechbed.corpora.synthesis import Espeak, synthesize_utterance
+from speechbed.corpora.synthesis import synthesize_utterance
 from speechbed.corpora.synthetic import SCALES, make_synthetic_timit, make_voice
 from speechbed.corpora.timit import prepare_timit
 

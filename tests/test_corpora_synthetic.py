@@ -17,19 +17,17 @@ import pytest
 import soundfile
 
 from speechbed.corpora import sentences
-from speechbed.corpora.manifest import manifest_path, read_manifest
-from speechbed.corpora.phones import PHONES_61
-from speechbed.corpora.sphere import read_sphere
-from speechbed.corpora.synthesis import (
+from speechbed.corpora.espeak import Espeak, Voice
+from speechbed.corpora.espeak_phones import (
     CLOSURE_OF,
     ESPEAK_TO_TIMIT,
     NOT_AMERICAN_OVERRIDES,
     NOT_RHOTIC_OVERRIDES,
-    Espeak,
-    Voice,
-    resample_to_16k,
-    synthesize_utterance,
 )
+from speechbed.corpora.manifest import manifest_path, read_manifest
+from speechbed.corpora.phones import PHONES_61
+from speechbed.corpora.sphere import read_sphere
+from speechbed.corpora.synthesis import resample_to_16k, synthesize_utterance
 from speechbed.corpora.synthetic import (
     CORE_TEST_DIALECTS,
     DIALECT_ACCENTS,

@@ -25,9 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from speechbed.code_versions import CODE_VERSIONS
+from speechbed.corpora.espeak import Voice
 from speechbed.corpora.sentences import SHARED_PROMPTS, SentenceGenerator
 from speechbed.corpora.sphere import write_sphere
-from speechbed.corpora.synthesis import SAMPLE_RATE, Voice, synthesize_utterance
+from speechbed.corpora.synthesis import SAMPLE_RATE, synthesize_utterance
 from speechbed.corpora.timit import CORE_TEST_SPEAKERS, DEV_SPEAKERS
 from speechbed.errors import UserInputError
 from speechbed.lineage import FINGERPRINT_FILE, digest, write_folder_fingerprint
