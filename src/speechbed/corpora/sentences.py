@@ -88,25 +88,24 @@ class SentenceGenerator:
     def _pick(self, words: list[str]) -> str:
         return self.random.choice(words)
 
-    def noun_phrase(self, allow_name: bool = True) -> list[str]:
-        if allow_name and self.random.random() < 0.2:
-            return [self._pick(NAMES)]
-        words = [self._pick(DETERMINERS)]
-        if self.random.random() < 0.6:
+    def _determined(self, determiners: list[str], adjective_chance: float, nouns: list[str]):
+        """Determiner, maybe an adjective, then a noun; "a" becomes "an" before a vowel."""
+        words = [self._pick(determiners)]
+        if self.random.random() < adjective_chance:
             words.append(self._pick(ADJECTIVES))
-        words.append(self._pick(NOUNS))
+        words.append(self._pick(nouns))
         if words[0] == "a" and words[1][0] in "aeiou":
             words[0] = "an"
         return words
 
+    def noun_phrase(self, allow_name: bool = True) -> list[str]:
+        if allow_name and self.random.random() < 0.2:
+            return [self._pick(NAMES)]
+        return self._determined(DETERMINERS, 0.6, NOUNS)
+
     def place_phrase(self) -> list[str]:
-        words = [self._pick(PREPOSITIONS), self._pick(["the", "a", "our", "their", "that"])]
-        if self.random.random() < 0.3:
-            words.append(self._pick(ADJECTIVES))
-        words.append(self._pick(PLACES))
-        if words[1] == "a" and words[2][0] in "aeiou":
-            words[1] = "an"
-        return words
+        preposition = self._pick(PREPOSITIONS)
+        return [preposition] + self._determined(["the", "a", "our", "their", "that"], 0.3, PLACES)
 
     def time_phrase(self) -> list[str]:
         if self.random.random() < 0.4:
