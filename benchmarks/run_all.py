@@ -6,11 +6,12 @@ baseline in the same run and prints a table of ratios.
 
 import importlib.util
 import sys
-from pathlib import Path
+
+from speechbed.storage import repository_root
 
 
 def main() -> int:
-    here = Path(__file__).parent
+    here = repository_root() / "benchmarks"
     only = sys.argv[1:]
     for path in sorted(here.glob("bench_*.py")):
         if only and not any(name in path.stem for name in only):

@@ -29,8 +29,10 @@ from rich.text import Text
 
 from speechbed.errors import UserInputError
 from speechbed.pipeline.inventory import parse_gpu_list
-from speechbed.storage import repository_root
+from speechbed.storage import ROOT_VARIABLE, STORAGE_FOLDERS, repository_root
 
+#: The checkout whose default.sh the Makefile sources: SPEECHBED_ROOT is one of the variables
+#: checked here, so it does not choose where they are declared.
 REPOSITORY = repository_root({})
 DEFAULTS_FILE = Path("setup/environment/default.sh")
 _EXPORT = re.compile(r"^\s*export\s+([A-Za-z_][A-Za-z0-9_]*)=", re.MULTILINE)
@@ -132,7 +134,7 @@ def _folder_status(name: str, value: str) -> tuple[str, bool]:
 
 def check(name: str, value: str) -> tuple[str, bool]:
     """A note or problem for one variable: (text, is_problem)."""
-    if name in ("DATA_DIRECTORY", "CACHE_DIRECTORY", "ARTIFACTS_DIRECTORY", "SPEECHBED_ROOT"):
+    if name in (*STORAGE_FOLDERS, ROOT_VARIABLE):
         return _folder_status(name, value)
     if name == "SPEECHBED_LEASE_DIR":
         return ("ok", False) if value else ("empty: a /tmp folder is used", False)

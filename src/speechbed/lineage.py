@@ -23,10 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechbed.storage import STORAGE_FOLDERS, storage_directory
+from speechbed.storage import ROOT_VARIABLE, STORAGE_FOLDERS, storage_directory
 
 FINGERPRINT_FILE = ".speechbed-fingerprint"
-ROOT_VARIABLE = "SPEECHBED_ROOT"
 _memo: dict[tuple[int, int, int, int], str] = {}
 
 

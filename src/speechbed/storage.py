@@ -15,6 +15,8 @@ STORAGE_FOLDERS = {
     "CACHE_DIRECTORY": "cache",
     "ARTIFACTS_DIRECTORY": "artifacts",
 }
+#: The variable naming the repository root (set for every pipeline job).
+ROOT_VARIABLE = "SPEECHBED_ROOT"
 
 
 def storage_directory(
@@ -29,7 +31,7 @@ def storage_directory(
 def repository_root(environ: Mapping[str, str] | None = None) -> Path:
     """``SPEECHBED_ROOT`` (set for every pipeline job), else the checkout this package lives in."""
     environ = os.environ if environ is None else environ
-    configured = environ.get("SPEECHBED_ROOT", "").strip()
+    configured = environ.get(ROOT_VARIABLE, "").strip()
     if configured:
         return Path(configured).resolve()
     return Path(__file__).resolve().parents[2]
