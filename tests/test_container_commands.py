@@ -15,22 +15,22 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from speechbed.errors import UserInputError
-from speechbed.pipeline.container import (
-    ContainerExecutor,
-    ContainerSettings,
+from speechbed.jobs import referenced_variables
+from speechbed.pipeline.container.commands import (
     Mount,
     build_command,
     container_environment,
     container_path,
     gpu_options,
     job_invocation,
-    referenced_variables,
     remove_command,
     run_command,
-    service_invocation,
     storage_mounts,
 )
+from speechbed.pipeline.container.executor import ContainerExecutor
+from speechbed.pipeline.container.settings import ContainerSettings
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.services import service_invocation
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPOSITORY / "docker" / "Dockerfile"

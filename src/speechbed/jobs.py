@@ -177,6 +177,22 @@ def substitute_variables(
     return "\n".join(lines)
 
 
+def referenced_variables(text: str) -> set[str]:
+    """The names ``substitute_variables`` would look up in ``text``.
+
+    ``${NAME}`` and ``${NAME:-default}`` count; ``$${...}`` (a literal) and references that
+    are not a variable name do not. Called by the container executor, which passes a job
+    exactly the variables its job file names.
+    """
+    names: set[str] = set()
+    for line in text.split("\n"):  # as substitute_variables reads it: line by line
+        for match in _VARIABLE.finditer(line):
+            name = match.group(2).partition(":-")[0]
+            if not match.group(1) and _NAME.fullmatch(name):
+                names.add(name)
+    return names
+
+
 # --------------------------------------------------------------------------- parsing
 
 

@@ -5,9 +5,10 @@ Called by ``make jupyter`` / ``make tensorboard`` (``python -m speechbed.service
 Each service binds to loopback unless ``--host`` says otherwise, runs in its own process
 group, and leaves ``${ARTIFACTS_DIRECTORY}/services/<name>.json`` (pid, url; readable by the
 owner only, since Jupyter's url carries its token) so ``--stop`` and tests can end it.
-``service_command`` is the one place that decides how a service is launched on the host;
-``choose_launch`` runs it in DOCKER_IMAGE_NAME instead (``--where auto``, the command line's
-default, when the engine and image are there; ports published the same way).
+``service_argv`` is the one place that builds a service's command line; ``service_command``
+launches it on the host and ``service_invocation`` in DOCKER_IMAGE_NAME (``choose_launch``:
+``--where auto``, the command line's default, picks the image when the engine and image are
+there; ports published the same way).
 """
 
 from __future__ import annotations
@@ -23,10 +24,19 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from speechbed.errors import UserInputError
 from speechbed.outputs import atomic_output
+from speechbed.pipeline.container.commands import (
+    STORAGE_PATHS,
+    WORKSPACE,
+    ContainerInvocation,
+    interactive_invocation,
+    remove_command,
+)
+from speechbed.pipeline.container.executor import container_available
+from speechbed.pipeline.container.settings import ContainerSettings
 from speechbed.storage import storage_directory
 
 SERVICES = ("jupyter", "tensorboard")
@@ -35,6 +45,8 @@ DEFAULT_PORTS = {
     "tensorboard": ("TENSORBOARD_HOST_PORT", 6006),
 }
 LOOPBACK = "127.0.0.1"
+#: The image's ports for JupyterLab and TensorBoard (docker/Dockerfile EXPOSEs them).
+IMAGE_PORTS = {"jupyter": 8888, "tensorboard": 6006}
 
 
 @dataclass
@@ -46,30 +58,83 @@ class ServiceLaunch:
     url: str
 
 
+def service_argv(
+    name: str,
+    python: str,
+    bind: str | None,
+    port: int,
+    root_dir: str | PurePath,
+    logdir: str | PurePath,
+    as_root: bool = False,
+) -> list[str]:
+    """The command line of a service, on the host or in the image (the one place it is built).
+
+    ``bind`` None binds every interface (in a container, where the engine publishes the port
+    on the address a person chose). Jupyter's token is never here: it goes in JUPYTER_TOKEN.
+    """
+    if name == "jupyter":
+        argv = [
+            python, "-m", "jupyterlab", "--no-browser", f"--ip={bind or '0.0.0.0'}",
+            f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={root_dir}",
+        ]  # fmt: skip
+        if as_root:
+            argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
+        return argv
+    if name == "tensorboard":
+        return [
+            python, "-m", "tensorboard.main", "--bind_all" if bind is None else f"--host={bind}",
+            f"--port={port}", f"--logdir={logdir}", "--reload_interval=15",
+        ]  # fmt: skip
+    raise UserInputError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+
+
+def service_url(name: str, host: str, port: int, token: str | None) -> str:
+    """Where a person opens the service (Jupyter's carries its token)."""
+    shown = LOOPBACK if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/" + (f"lab?token={token}" if name == "jupyter" and token else "")
+
+
 def service_command(
     name: str, host: str, port: int, root: Path, artifacts: Path, token: str | None = None
 ) -> ServiceLaunch:
-    """The command line of a service run on the host with this interpreter."""
-    shown_host = LOOPBACK if host in ("0.0.0.0", "::") else host
-    if name == "jupyter":
-        token = token or secrets.token_hex(24)
-        argv = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={host}", f"--port={port}",
-            "--port-retries=0", f"--ServerApp.root_dir={root}",
-        ]  # fmt: skip
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
-        # The token goes through the environment, not argv, so `ps` does not show it.
-        return ServiceLaunch(
-            argv, {"JUPYTER_TOKEN": token}, f"http://{shown_host}:{port}/lab?token={token}"
-        )
-    if name == "tensorboard":
-        argv = [
-            sys.executable, "-m", "tensorboard.main", f"--logdir={artifacts}", f"--host={host}",
-            f"--port={port}", "--reload_interval=15",
-        ]  # fmt: skip
-        return ServiceLaunch(argv, {}, f"http://{shown_host}:{port}/")
-    raise UserInputError(f"unknown service '{name}'; choose one of {', '.join(SERVICES)}")
+    """The launch of a service on the host with this interpreter."""
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    argv = service_argv(name, sys.executable, host, port, root, artifacts, as_root)
+    if name != "jupyter":
+        return ServiceLaunch(argv, {}, service_url(name, host, port, None))
+    token = token or secrets.token_hex(24)
+    # The token goes through the environment, not argv, so `ps` does not show it.
+    return ServiceLaunch(argv, {"JUPYTER_TOKEN": token}, service_url(name, host, port, token))
+
+
+def service_invocation(
+    service: str,
+    root: Path,
+    environ: Mapping[str, str],
+    host_port: int,
+    host_address: str = LOOPBACK,
+    jupyter_token: str | None = None,
+) -> ContainerInvocation:
+    """JupyterLab or TensorBoard in the image, published on ``host_address:host_port``.
+
+    The token travels as ``JUPYTER_TOKEN`` (not in argv).
+    """
+    if service not in IMAGE_PORTS:
+        raise UserInputError(f"unknown service {service!r}; use {' or '.join(SERVICES)}")
+    settings = ContainerSettings.from_environment(environ)
+    inside = IMAGE_PORTS[service]
+    command = service_argv(
+        service, settings.python, None, inside, WORKSPACE,
+        STORAGE_PATHS["ARTIFACTS_DIRECTORY"], settings.runs_as_root,
+    )  # fmt: skip
+    extra_env: list[str] = []
+    if service == "jupyter" and jupyter_token:
+        environ = {**environ, "JUPYTER_TOKEN": jupyter_token}
+        extra_env.append("JUPYTER_TOKEN")
+    return interactive_invocation(
+        settings, root, environ, command, [], ports=[(host_port, inside)],
+        publish_address=host_address, extra_env=extra_env, label=service,
+    )  # fmt: skip
 
 
 def choose_launch(
@@ -85,22 +150,16 @@ def choose_launch(
     the command that removes it."""
     token = environ.get("JUPYTER_TOKEN")
     if where in ("container", "auto"):
-        from speechbed.pipeline.container import (
-            ContainerSettings,
-            container_available,
-            remove_command,
-            service_invocation,
-        )
-
         missing = container_available(environ)
         if missing is None:
             token = (token or secrets.token_hex(24)) if name == "jupyter" else None
             invocation = service_invocation(name, root, environ, port, host, token)
-            shown = LOOPBACK if host in ("0.0.0.0", "::") else host
-            url = f"http://{shown}:{port}/" + (f"lab?token={token}" if token else "")
             print(f"{name}: starting in the container ({invocation.name})", file=sys.stderr)
             remove = remove_command(ContainerSettings.from_environment(environ), invocation.name)
-            return ServiceLaunch(invocation.argv, invocation.env, url), (invocation.name, remove)
+            launch = ServiceLaunch(
+                invocation.argv, invocation.env, service_url(name, host, port, token)
+            )
+            return launch, (invocation.name, remove)
         if where == "container":
             raise UserInputError(f"cannot start {name} in a container: {missing}")
         print(f"{name}: starting on the host, not in a container: {missing}", file=sys.stderr)

@@ -1,70 +1,23 @@
-"""Executors: how a pipeline job's process is described for the host, a container or Slurm.
+"""Executors by name: the registry a job's ``run_in`` picks from, and the host executor.
 
-The scheduler (``speechbed.pipeline.scheduler``) asks an executor for a ``Launch`` and runs it.
+The pipeline loader calls ``make_executor``; the interface itself is ``speechbed.pipeline.launch``.
 
-The interface is deliberately small. The scheduler owns everything about the process:
-it starts ``Launch.argv`` (a list, never through a shell) in ``Launch.cwd`` with exactly
-``Launch.env`` as its environment, in a new process group, with stdin closed and
-stdout+stderr captured into the job's log; it terminates the group (SIGTERM, then SIGKILL
-after a grace period) on interruption; and it calls ``cleanup`` once the process is gone.
-An executor only answers three questions:
-
-- ``check(job)``: can this job run here at all? Called for every job while the plan is
-  made, before anything starts; raise ``UserInputError`` with a message for a person.
-- ``launch(job, devices, base_env)``: the command for this job on these leased GPU ids.
-  ``base_env`` is the runner's environment; return a new dict, never mutate it.
-- ``cleanup(job, launch)``: release what the launch made outside the process (e.g. remove
-  a container). Called after the process ended or was terminated, also after failures;
-  it must not raise for a job that never got far.
-
-An executor whose jobs get GPUs from elsewhere (a Slurm allocation) sets
-``leases_local_gpus = False``: its jobs are not checked against the local GPU inventory,
-take no local lease, and ``launch`` gets ``devices == []`` (``job.num_gpus`` says how many
-to ask for).
-
-Executors are registered by name in ``EXECUTOR_FACTORIES``; a job picks one with
-``run_in``. ``container`` comes from ``speechbed.pipeline.container.ContainerExecutor``
-when that module exists.
+Executors are registered in ``EXECUTOR_FACTORIES`` as factories; one that lives in its own
+module is imported lazily, by name, when a pipeline first asks for it (the way submitit's
+plugins are), so this module imports no executor module and none imports it back.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.pipeline.launch import Executor, Launch
 from speechbed.pipeline.plan import PlannedJob
 
-
-@dataclass(frozen=True)
-class Launch:
-    """A process to start: argument list, complete environment, working directory."""
-
-    argv: list[str]
-    env: dict[str, str] = field(repr=False)
-    cwd: Path
-
-
-class Executor(ABC):
-    """Turns a planned job plus its leased GPU ids into a ``Launch``."""
-
-    name: str = ""
-    #: False when the executor's jobs get their GPUs from elsewhere (e.g. a Slurm allocation).
-    leases_local_gpus: bool = True
-
-    def check(self, job: PlannedJob) -> None:  # noqa: B027 (optional hook)
-        """Raise ``UserInputError`` when ``job`` cannot run with this executor."""
-
-    @abstractmethod
-    def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
-        """The process that runs ``job`` on GPUs ``devices`` (empty for a 0-GPU job)."""
-
-    def cleanup(self, job: PlannedJob, launch: Launch) -> None:  # noqa: B027 (optional hook)
-        """Undo what ``launch`` made outside the process; the process is already gone."""
+__all__ = ["EXECUTOR_FACTORIES", "Executor", "HostExecutor", "Launch", "make_executor"]
 
 
 def job_environment(
@@ -89,22 +42,27 @@ class HostExecutor(Executor):
         return Launch(argv=argv, env=job_environment(job, devices, base_env), cwd=job.root)
 
 
-def _container_executor() -> Executor:
-    try:
-        module = importlib.import_module("speechbed.pipeline.container")
-    except ModuleNotFoundError as error:
-        if error.name != "speechbed.pipeline.container":
-            raise
-        raise UserInputError(
-            "run_in: container is not available yet in this checkout "
-            "(speechbed.pipeline.container is missing); use run_in: host"
-        ) from None
-    return module.ContainerExecutor()
+def lazy_executor(module: str, attribute: str) -> Callable[[], Executor]:
+    """A factory that imports ``module`` only when called and makes its ``attribute``."""
+
+    def make() -> Executor:
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name is None or not f"{module}.".startswith(f"{error.name}."):
+                raise  # the executor's module exists; something it needs does not
+            raise UserInputError(
+                f"this executor is not available in this checkout ({module} is missing); "
+                "use run_in: host"
+            ) from None
+        return getattr(found, attribute)()
+
+    return make
 
 
 EXECUTOR_FACTORIES: dict[str, Callable[[], Executor]] = {
     "host": HostExecutor,
-    "container": _container_executor,
+    "container": lazy_executor("speechbed.pipeline.container.executor", "ContainerExecutor"),
 }
 
 

@@ -1,28 +1,13 @@
-"""Container executor: runs ``run_in: container`` jobs in DOCKER_IMAGE_NAME with docker or podman.
+"""Container command lines: mounts, the variables a container gets, GPU flags, run/build/remove argv.
 
-Used by the pipeline scheduler, and as ``python -m speechbed.pipeline.container`` by ``make
-docker``/``make run_in_container``/``make shell`` and by ``speechbed.services``.
-
-Inside every container the repository is ``/workspace`` (the working directory) and
-DATA_DIRECTORY, CACHE_DIRECTORY and ARTIFACTS_DIRECTORY are ``/storage/data``,
-``/storage/cache`` and ``/storage/artifacts``; those variables, and every passed variable
-whose value is a host path under a mounted folder, are rewritten to the container paths, so
-``${VAR}``s in a job file resolve inside. A job gets only the variables it needs: the
-testbed's folder settings, a few harmless locale/thread settings, the variables its job
-file names as ``${VAR}`` and those listed in CONTAINER_PASS_ENV; nothing else of the
-runner's environment (credentials included) reaches it. Values travel in the engine client's environment (``-e NAME`` on the command
-line), so secrets never show in logs or ``ps``. The engine command lines are built by pure
-functions (``run_command``, ``build_command``, ...) that the tests check for both engines.
+Pure builders (nothing here runs a process) used by the container executor, the
+``build``/``run``/``shell`` command line and ``speechbed.services``; tests check them for both engines.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import shlex
-import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -30,16 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from speechbed.errors import UserInputError
-from speechbed.pipeline.executors import Executor, Launch
+from speechbed.jobs import referenced_variables
+from speechbed.pipeline.container.settings import GPU_MODES, ContainerSettings
 from speechbed.pipeline.plan import PlannedJob
-from speechbed.storage import STORAGE_FOLDERS, repository_root, storage_directory
-
-ENGINES = ("docker", "podman")
-#: How leased GPUs reach the container: docker's ``--gpus``, CDI devices (podman with the
-#: NVIDIA container toolkit's CDI spec), or only ``NVIDIA_VISIBLE_DEVICES`` (for the
-#: nvidia runtime or the toolkit's OCI hook).
-GPU_MODES = ("gpus", "cdi", "env")
-DEFAULT_GPU_MODE = {"docker": "gpus", "podman": "cdi"}
+from speechbed.storage import STORAGE_FOLDERS, storage_directory
 
 WORKSPACE = PurePosixPath("/workspace")
 #: Host folder variables and where they are mounted in every container.
@@ -55,85 +34,8 @@ PASSED_THROUGH = ("LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RUNNER_VARIABLES = ("SPEECHBED_LINEAGE_FILE", "SPEECHBED_FORCE")
 #: PyTorch's DataLoader workers share tensors through /dev/shm, which is 64 MB by default.
 SHARED_MEMORY_SIZE = "8g"
-#: The image's ports for JupyterLab and TensorBoard (docker/Dockerfile EXPOSEs them).
-JUPYTER_PORT = 8888
-TENSORBOARD_PORT = 6006
 
-_VARIABLE_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 _NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class ContainerSettings:
-    """The engine, image and options every container command uses (from the environment)."""
-
-    engine: str = "docker"
-    image: str = "speechbed:dev"
-    #: OCI runtime for podman (``podman --runtime``) or docker (``docker run --runtime``).
-    runtime: str | None = None
-    #: ``--network`` value; None keeps the engine's default network.
-    network: str | None = None
-    #: podman only: run this host folder as the container's root instead of the image.
-    rootfs: Path | None = None
-    #: the interpreter that runs job scripts inside the container.
-    python: str = "python"
-    gpu_mode: str = "gpus"
-    #: ``uid:gid`` the container runs as, so files written to mounts belong to the host user.
-    user: str = ""
-    #: variables every container gets besides the ones a job file names (CONTAINER_PASS_ENV).
-    pass_env: tuple[str, ...] = ()
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> ContainerSettings:
-        """Read CONTAINER_ENGINE, DOCKER_IMAGE_NAME and the CONTAINER_* settings; check them."""
-
-        def setting(name: str) -> str:
-            return environ.get(name, "").strip()
-
-        engine = setting("CONTAINER_ENGINE") or "docker"
-        if engine not in ENGINES:
-            raise UserInputError(
-                f"CONTAINER_ENGINE={engine!r} is not supported; use one of {', '.join(ENGINES)}"
-            )
-        gpu_mode = setting("CONTAINER_GPU_MODE") or DEFAULT_GPU_MODE[engine]
-        if gpu_mode not in GPU_MODES:
-            raise UserInputError(
-                f"CONTAINER_GPU_MODE={gpu_mode!r} is not a GPU mode; use one of "
-                f"{', '.join(GPU_MODES)} (or leave it empty for the engine's default)"
-            )
-        if gpu_mode == "gpus" and engine != "docker":
-            raise UserInputError(
-                "CONTAINER_GPU_MODE=gpus is docker's --gpus flag; with podman use cdi or env"
-            )
-        rootfs = setting("CONTAINER_ROOTFS")
-        if rootfs and engine != "podman":
-            raise UserInputError(
-                "CONTAINER_ROOTFS runs a host folder as the container's root, which only "
-                "podman can do; unset it or set CONTAINER_ENGINE=podman"
-            )
-        user = setting("CONTAINER_USER") or f"{os.getuid()}:{os.getgid()}"
-        if not re.fullmatch(r"\d+(:\d+)?", user):
-            raise UserInputError(f"CONTAINER_USER={user!r} must be numeric: UID or UID:GID")
-        pass_env = tuple(
-            name for name in re.split(r"[\s,]+", setting("CONTAINER_PASS_ENV")) if name
-        )
-        for name in pass_env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise UserInputError(
-                    f"CONTAINER_PASS_ENV: {name!r} is not a variable name; "
-                    "write names separated by commas, e.g. COMET_API_KEY,WANDB_MODE"
-                )
-        return cls(
-            engine=engine,
-            image=setting("DOCKER_IMAGE_NAME") or "speechbed:dev",
-            runtime=setting("CONTAINER_RUNTIME") or None,
-            network=setting("CONTAINER_NETWORK") or None,
-            rootfs=Path(rootfs) if rootfs else None,
-            python=setting("CONTAINER_PYTHON") or "python",
-            gpu_mode=gpu_mode,
-            user=user,
-            pass_env=pass_env,
-        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +56,16 @@ class Mount:
         return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
 
 
-# --------------------------------------------------------------------------- pure builders
+@dataclass(frozen=True)
+class ContainerInvocation:
+    """A complete container command: argv, the client's environment, and the container name."""
+
+    argv: list[str]
+    env: dict[str, str]
+    name: str
+
+
+# --------------------------------------------------------------------------- mounts and variables
 
 
 def storage_mounts(root: Path, environ: Mapping[str, str]) -> list[Mount]:
@@ -181,11 +92,6 @@ def container_path(host_path: str | Path, mounts: Sequence[Mount]) -> PurePosixP
     if best is None:
         return None
     return best.container.joinpath(*resolved.relative_to(best.host).parts)
-
-
-def referenced_variables(text: str) -> set[str]:
-    """Names written as ``${NAME}`` or ``${NAME:-default}`` in a job file (``$${...}`` is not)."""
-    return set(_VARIABLE_REFERENCE.findall(text))
 
 
 def _rewritten(value: str, mounts: Sequence[Mount]) -> str:
@@ -237,6 +143,9 @@ def gpu_options(
     if gpu_mode == "env":
         return [], {"NVIDIA_VISIBLE_DEVICES": ids}
     raise UserInputError(f"unknown GPU mode {gpu_mode!r}; use one of {', '.join(GPU_MODES)}")
+
+
+# --------------------------------------------------------------------------- engine argv
 
 
 def container_name(*parts: str) -> str:
@@ -330,16 +239,7 @@ def build_command(settings: ContainerSettings, root: Path, extra: Sequence[str] 
     ]
 
 
-# --------------------------------------------------------------------------- the executor
-
-
-@dataclass(frozen=True)
-class ContainerInvocation:
-    """A complete container command: argv, the client's environment, and the container name."""
-
-    argv: list[str]
-    env: dict[str, str]
-    name: str
+# --------------------------------------------------------------------------- whole invocations
 
 
 def _job_file_mount(path: Path, mounts: list[Mount], kind: str, job_name: str) -> PurePosixPath:
@@ -356,7 +256,11 @@ def job_invocation(
     devices: Sequence[int],
     base_env: Mapping[str, str],
 ) -> ContainerInvocation:
-    """The container command for a pipeline job on the leased ``devices``."""
+    """The container command for a pipeline job on the leased ``devices``.
+
+    The job gets the variables its job file names as ``${VAR}`` (``referenced_variables``,
+    the rule ``substitute_variables`` follows) and those in CONTAINER_PASS_ENV.
+    """
     mounts = storage_mounts(job.root, base_env)
     script = _job_file_mount(job.script, mounts, "script", job.name)
     config = _job_file_mount(job.config, mounts, "config", job.name)
@@ -383,82 +287,7 @@ def job_invocation(
     return ContainerInvocation(argv=argv, env={**base_env, **env}, name=name)
 
 
-def remove_container(name: str, environ: Mapping[str, str]) -> None:
-    """Force-remove container ``name`` if it is still there; never raises."""
-    try:
-        settings = ContainerSettings.from_environment(environ)
-        subprocess.run(
-            remove_command(settings, name),
-            env=dict(environ),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired, UserInputError):
-        pass  # nothing to remove, or no engine: the caller goes on either way
-
-
-def _name_in(argv: Sequence[str]) -> str | None:
-    for index, item in enumerate(argv[:-1]):
-        if item == "--name":
-            return argv[index + 1]
-    return None
-
-
-class ContainerExecutor(Executor):
-    """Runs ``python SCRIPT -y CONFIG ARGS...`` in DOCKER_IMAGE_NAME (see the module doc)."""
-
-    name = "container"
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ = os.environ if environ is None else environ
-        self._checked: set[ContainerSettings] = set()
-
-    def _settings(self, environ: Mapping[str, str]) -> ContainerSettings:
-        return ContainerSettings.from_environment(environ)
-
-    def check(self, job: PlannedJob) -> None:
-        settings = self._settings(self._environ)
-        for mount in storage_mounts(job.root, self._environ):
-            mount.option()
-        if settings in self._checked:
-            return
-        if shutil.which(settings.engine) is None:
-            raise UserInputError(
-                f"run_in: container needs {settings.engine} (CONTAINER_ENGINE), which is not "
-                "on PATH; install it, set CONTAINER_ENGINE to docker or podman, or use run_in: host"
-            )
-        if settings.rootfs is None:
-            found = subprocess.run(
-                image_exists_command(settings), capture_output=True, text=True, timeout=120
-            )
-            if found.returncode != 0:
-                raise UserInputError(
-                    f"image {settings.image} (DOCKER_IMAGE_NAME) not found by {settings.engine}; "
-                    "build it with `make docker` or point DOCKER_IMAGE_NAME at an existing image"
-                )
-        elif not settings.rootfs.is_dir():
-            raise UserInputError(f"CONTAINER_ROOTFS={settings.rootfs} is not a folder")
-        self._checked.add(settings)
-
-    def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
-        settings = self._settings(base_env)
-        invocation = job_invocation(settings, job, devices, base_env)
-        for mount in storage_mounts(job.root, base_env)[1:]:
-            # A missing folder would be created by docker as root; make it ours first.
-            mount.host.mkdir(parents=True, exist_ok=True)
-        return Launch(argv=invocation.argv, env=invocation.env, cwd=job.root)
-
-    def cleanup(self, job: PlannedJob, launch: Launch) -> None:
-        name = _name_in(launch.argv)
-        if name is not None:
-            remove_container(name, launch.env)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _interactive_invocation(
+def interactive_invocation(
     settings: ContainerSettings,
     root: Path,
     environ: Mapping[str, str],
@@ -469,6 +298,8 @@ def _interactive_invocation(
     extra_env: Sequence[str] = (),
     label: str = "interactive",
 ) -> ContainerInvocation:
+    """``command`` in the image outside a pipeline: a shell, ``make run_in_container``, or a
+    service whose ``ports`` are published (then it runs in the background, not interactive)."""
     mounts = storage_mounts(root, environ)
     env = container_environment(environ, mounts, set(extra_env) | set(settings.pass_env))
     gpu_flags, gpu_env = gpu_options(settings.engine, settings.gpu_mode, devices)
@@ -487,153 +318,3 @@ def _interactive_invocation(
         labels={"speechbed.job": label},
     )
     return ContainerInvocation(argv=argv, env={**environ, **env}, name=name)
-
-
-def service_invocation(
-    service: str,
-    root: Path,
-    environ: Mapping[str, str],
-    host_port: int,
-    host_address: str = "127.0.0.1",
-    jupyter_token: str | None = None,
-) -> ContainerInvocation:
-    """JupyterLab or TensorBoard in the image, published on ``host_address:host_port``.
-
-    Called by ``speechbed.services``; the token travels as ``JUPYTER_TOKEN`` (not in argv).
-    """
-    settings = ContainerSettings.from_environment(environ)
-    extra_env: list[str] = []
-    if service == "jupyter":
-        inside = JUPYTER_PORT
-        command = [
-            settings.python, "-m", "jupyterlab", "--ip=0.0.0.0", f"--port={inside}",
-            "--port-retries=0", "--no-browser", f"--ServerApp.root_dir={WORKSPACE}",
-        ]  # fmt: skip
-        if settings.user.split(":")[0] == "0":
-            command.append("--allow-root")  # jupyter refuses root unless told
-        if jupyter_token:
-            environ = {**environ, "JUPYTER_TOKEN": jupyter_token}
-            extra_env.append("JUPYTER_TOKEN")
-    elif service == "tensorboard":
-        inside = TENSORBOARD_PORT
-        command = [
-            settings.python, "-m", "tensorboard.main", "--bind_all", f"--port={inside}",
-            f"--logdir={STORAGE_PATHS['ARTIFACTS_DIRECTORY']}", "--reload_interval=15",
-        ]  # fmt: skip
-    else:
-        raise UserInputError(f"unknown service {service!r}; use jupyter or tensorboard")
-    return _interactive_invocation(
-        settings, root, environ, command, [], ports=[(host_port, inside)],
-        publish_address=host_address, extra_env=extra_env, label=service,
-    )  # fmt: skip
-
-
-def container_available(environ: Mapping[str, str]) -> str | None:
-    """None when the engine and image are usable, else why not (for a message to a person)."""
-    try:
-        settings = ContainerSettings.from_environment(environ)
-    except UserInputError as error:
-        return str(error)
-    if shutil.which(settings.engine) is None:
-        return f"{settings.engine} (CONTAINER_ENGINE) is not installed"
-    if settings.rootfs is not None:
-        return None
-    found = subprocess.run(
-        image_exists_command(settings), capture_output=True, text=True, timeout=120
-    )
-    if found.returncode != 0:
-        return f"image {settings.image} not found by {settings.engine} (build it: make docker)"
-    return None
-
-
-def _run_foreground(invocation: ContainerInvocation) -> int:
-    process = subprocess.Popen(invocation.argv, env=invocation.env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
-    finally:
-        remove_container(invocation.name, invocation.env)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``build`` the image, ``run`` a command in it, or open a ``shell``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m speechbed.pipeline.container",
-        description="Build the speechbed image, or run a command / a shell in it with the "
-        "repository at /workspace and the storage folders at /storage/*.",
-    )
-    commands = parser.add_subparsers(dest="action", required=True)
-    commands.add_parser(
-        "build", help="build docker/Dockerfile as DOCKER_IMAGE_NAME; other options go to the engine"
-    )
-    for action in ("run", "shell"):
-        sub = commands.add_parser(action, help=f"{action} in the image")
-        sub.add_argument("--gpus", default="", help="comma-separated GPU ids to lease and pass")
-        sub.add_argument(
-            "--env", action="append", default=[], help="pass this variable too (repeatable)"
-        )
-        if action == "run":
-            sub.add_argument("command", nargs=argparse.REMAINDER, help="the command to run")
-    arguments, unknown = parser.parse_known_args(argv)
-    if unknown and arguments.action != "build":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    environ = dict(os.environ)
-    root = repository_root(environ)
-    try:
-        settings = ContainerSettings.from_environment(environ)
-        if shutil.which(settings.engine) is None:
-            raise UserInputError(
-                f"{settings.engine} (CONTAINER_ENGINE) is not installed or not on PATH; "
-                "install it or set CONTAINER_ENGINE=docker|podman"
-            )
-        if arguments.action == "build":
-            command = build_command(settings, root, [item for item in unknown if item != "--"])
-            print(f"$ {shlex.join(command)}", file=sys.stderr)
-            return subprocess.run(command).returncode
-        return _run_interactive(arguments, settings, root, environ)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
-def _run_interactive(
-    arguments: argparse.Namespace,
-    settings: ContainerSettings,
-    root: Path,
-    environ: dict[str, str],
-) -> int:
-    from speechbed.pipeline.inventory import parse_gpu_list
-    from speechbed.pipeline.leases import GpuLeases, default_lease_dir
-
-    command = [item for item in getattr(arguments, "command", []) if item != "--"]
-    if arguments.action == "shell":
-        command = ["bash"]
-    if not command:
-        raise UserInputError('no command given; use make run_in_container command="..."')
-    devices = parse_gpu_list(arguments.gpus, "--gpus") if arguments.gpus else []
-    leases = GpuLeases(default_lease_dir(environ))
-    if devices:
-        leases.prepare()
-    # The same leases the pipeline takes, so an interactive session never shares a GPU.
-    busy = [device for device in devices if not leases.try_acquire(device)]
-    if busy:
-        leases.release_all()
-        raise UserInputError(
-            f"GPU(s) {','.join(map(str, busy))} are leased by another process (a pipeline?); "
-            "pick others with gpus=..."
-        )
-    try:
-        invocation = _interactive_invocation(
-            settings, root, environ, command, devices, extra_env=arguments.env
-        )
-        for mount in storage_mounts(root, environ)[1:]:
-            mount.host.mkdir(parents=True, exist_ok=True)
-        return _run_foreground(invocation)
-    finally:
-        leases.release_all()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""The executor interface: ``Executor`` turns a planned job into a ``Launch`` the scheduler runs.
+
+Implemented by ``executors.HostExecutor`` and ``container.executor.ContainerExecutor``; it
+imports no executor, so the registry (``speechbed.pipeline.executors``) can point one way.
+
+The interface is deliberately small. The scheduler owns everything about the process:
+it starts ``Launch.argv`` (a list, never through a shell) in ``Launch.cwd`` with exactly
+``Launch.env`` as its environment, in a new process group, with stdin closed and
+stdout+stderr captured into the job's log; it terminates the group (SIGTERM, then SIGKILL
+after a grace period) on interruption; and it calls ``cleanup`` once the process is gone.
+An executor only answers three questions:
+
+- ``check(job)``: can this job run here at all? Called for every job while the plan is
+  made, before anything starts; raise ``UserInputError`` with a message for a person.
+- ``launch(job, devices, base_env)``: the command for this job on these leased GPU ids.
+  ``base_env`` is the runner's environment; return a new dict, never mutate it.
+- ``cleanup(job, launch)``: release what the launch made outside the process (e.g. remove
+  a container, named by ``Launch.handle``). Called after the process ended or was
+  terminated, also after failures; it must not raise for a job that never got far.
+
+An executor whose jobs get GPUs from elsewhere (a Slurm allocation) sets
+``leases_local_gpus = False``: its jobs are not checked against the local GPU inventory,
+take no local lease, and ``launch`` gets ``devices == []`` (``job.num_gpus`` says how many
+to ask for).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speechbed.pipeline.plan import PlannedJob
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A process to start: argument list, complete environment, working directory.
+
+    ``handle`` names what the launch makes outside the process (a container's name), so
+    ``cleanup`` finds it without reading ``argv``; None when there is nothing to clean up.
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    cwd: Path
+    handle: str | None = None
+
+
+class Executor(ABC):
+    """Turns a planned job plus its leased GPU ids into a ``Launch``."""
+
+    name: str = ""
+    #: False when the executor's jobs get their GPUs from elsewhere (e.g. a Slurm allocation).
+    leases_local_gpus: bool = True
+
+    def check(self, job: PlannedJob) -> None:  # noqa: B027 (optional hook)
+        """Raise ``UserInputError`` when ``job`` cannot run with this executor."""
+
+    @abstractmethod
+    def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
+        """The process that runs ``job`` on GPUs ``devices`` (empty for a 0-GPU job)."""
+
+    def cleanup(self, job: PlannedJob, launch: Launch) -> None:  # noqa: B027 (optional hook)
+        """Undo what ``launch`` made outside the process; the process is already gone."""
