@@ -16,11 +16,12 @@ from typing import TextIO
 from speechbed.errors import UserInputError
 from speechbed.jobs import describe_schema
 from speechbed.outputs import write_text_atomic
-from speechbed.pipeline.display import JobStatus, PipelineDisplay
+from speechbed.pipeline.display import PipelineDisplay
 from speechbed.pipeline.inventory import discover_gpus
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
 from speechbed.pipeline.loader import artifacts_directory, load_pipeline
-from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler, exit_code
+from speechbed.pipeline.records import JobStatus, exit_code
+from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import NESTED_PIPELINE, JobState
 from speechbed.step_runner import LINEAGE_FILE_VARIABLE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -19,19 +18,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from speechbed.pipeline.records import JobRecord, JobStatus
+
 if TYPE_CHECKING:
     from speechbed.pipeline.plan import PlannedJob
-    from speechbed.pipeline.scheduler import JobRecord
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # done by an earlier run
-    INTERRUPTED = "interrupted"
-    NOT_STARTED = "not started"  # held back by a failure or an interruption
 
 
 _STYLE = {

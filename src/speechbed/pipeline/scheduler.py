@@ -19,124 +19,50 @@ Rules:
   starts.
 - When a job's main process exits, anything it left in its process group is killed,
   so no stray process keeps using a GPU whose lease was returned. On Linux, jobs also get
-  SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``, set by ``setpriv`` when it
-  exists, which keeps process start cheap).
+  SIGTERM if the runner itself dies (``PR_SET_PDEATHSIG``).
 - No process of a job outlives a killed runner: the runner's watchdog (one process per run,
   ``speechbed.pipeline.watchdog``) knows every job's group and, when the runner dies
   without reaping them, kills each group once its main process has exited (or after
   ``kill_grace``). A job and its watchdog hold copies of the job's lease descriptors, so a
   GPU stays leased until no process of the job is left.
+
+How a process is started, signalled and read is ``speechbed.pipeline.processes``; job
+records and statuses are ``speechbed.pipeline.records``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import selectors
-import shlex
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from speechbed.errors import UserInputError
-from speechbed.pipeline.display import JobStatus, PipelineDisplay
-from speechbed.pipeline.executors import Executor, Launch
+from speechbed.pipeline.display import PipelineDisplay
+from speechbed.pipeline.launch import Executor, Launch
 from speechbed.pipeline.leases import GpuLeases
 from speechbed.pipeline.loader import Pipeline
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.processes import JobProcess, JobProcesses, open_log, signal_group
+from speechbed.pipeline.records import JobRecord, JobStatus
 from speechbed.pipeline.state import JobState
-from speechbed.pipeline.watchdog import JobWatchdog
 from speechbed.step_runner import LINEAGE_FILE_VARIABLE
 
 #: Set for the jobs of a ``--force`` run, so nested pipelines rerun their jobs too.
 FORCE_VARIABLE = "SPEECHBED_FORCE"
 FOREIGN_LEASE_POLL_SECONDS = 0.2
 NO_PIDFD_POLL_SECONDS = 0.05  # only where os.pidfd_open is missing (not Linux)
-PARTIAL_LINE_LIMIT = 8192  # a line longer than this is shown in pieces
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class JobRecord:
-    """What happened to one job in this run."""
-
-    job: PlannedJob
-    status: JobStatus = JobStatus.PENDING
-    devices: list[int] = field(default_factory=list)
-    started: float | None = None
-    ended: float | None = None
-    returncode: int | None = None
-    note: str = ""
-    reason: str = ""  # why it runs rather than being skipped
-
-    @property
-    def seconds(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.ended if self.ended is not None else time.monotonic()) - self.started
-
-    def note_suffix(self) -> str:
-        return f" ({self.note})" if self.note else ""
 
 
 @dataclass
 class _Running:
     record: JobRecord
-    process: subprocess.Popen[bytes]
+    process: JobProcess
     launch: Launch
-    log: int  # file descriptor of the job's log
-    pidfd: int | None
-    partial: bytes = b""
-    pipe_open: bool = True
-
-
-@dataclass(frozen=True)
-class _DeathSignal:
-    """How a job is told to die with its runner: an argv prefix, or a preexec function."""
-
-    prefix: tuple[str, ...] = ()
-    preexec: Callable[[], None] | None = None
-
-    @property
-    def signals(self) -> bool:
-        return bool(self.prefix) or self.preexec is not None
-
-
-def _death_signal() -> _DeathSignal:
-    """``setpriv --pdeathsig TERM --`` when available (it keeps subprocess's fast vfork
-    path), else a ``prctl`` preexec function (forces fork: ~5 ms more per job), else nothing."""
-    if not sys.platform.startswith("linux"):
-        return _DeathSignal()
-    setpriv = shutil.which("setpriv")
-    if setpriv is not None:
-        probe = subprocess.run(
-            [setpriv, "--pdeathsig", "TERM", "--", "true"], capture_output=True, check=False
-        )
-        if probe.returncode == 0:
-            return _DeathSignal(prefix=(setpriv, "--pdeathsig", "TERM", "--"))
-    return _DeathSignal(preexec=_death_signal_hook())
-
-
-def _death_signal_hook() -> Callable[[], None] | None:
-    """A preexec function that asks Linux to SIGTERM the child when the runner dies."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    runner = os.getpid()
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != runner:  # the runner died between fork and prctl
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_death_signal
 
 
 class Scheduler:
@@ -177,9 +103,7 @@ class Scheduler:
         self._selector = selectors.DefaultSelector()
         self._kill_deadline: float | None = None
         self._waiting_on_foreign_lease = False
-        self._death_signal: _DeathSignal | None = None  # found when the first job starts
-        self._watchdog: JobWatchdog | None = None  # started with the first job
-        self._watchdog_tried = False
+        self._processes = JobProcesses(kill_grace, display.message)
 
     @staticmethod
     def _segments(jobs: list[PlannedJob]) -> list[int]:
@@ -230,9 +154,7 @@ class Scheduler:
                     self._wait_and_handle(wake_read)
             finally:
                 self.leases.release_all()
-                if self._watchdog is not None:
-                    self._watchdog.close()
-                    self._watchdog = None
+                self._processes.close()
                 for number, handler in previous_handlers.items():
                     signal.signal(number, handler)
                 signal.set_wakeup_fd(previous_wakeup)
@@ -253,7 +175,7 @@ class Scheduler:
         polls = []
         if self._waiting_on_foreign_lease and self.interrupted_by is None:
             polls.append(FOREIGN_LEASE_POLL_SECONDS)
-        if any(running.pidfd is None for running in self._running.values()):
+        if any(running.process.pidfd is None for running in self._running.values()):
             polls.append(NO_PIDFD_POLL_SECONDS)
         if polls:
             timeout = min(polls) if timeout is None else min(timeout, *polls)
@@ -272,9 +194,9 @@ class Scheduler:
         if self._kill_deadline is not None and time.monotonic() >= self._kill_deadline:
             self._terminate_all(signal.SIGKILL)
             self._kill_deadline = None
-        if self._running and any(r.pidfd is None for r in self._running.values()):
+        if self._running and any(r.process.pidfd is None for r in self._running.values()):
             for running in list(self._running.values()):  # no pidfd: poll (non-Linux)
-                if running.pidfd is None and running.process.poll() is not None:
+                if running.process.pidfd is None and running.process.popen.poll() is not None:
                     self._reap(running)
 
     def _handle_signal(self, number: int) -> None:
@@ -299,8 +221,7 @@ class Scheduler:
     def _terminate_all(self, number: int) -> None:
         for running in self._running.values():
             running.record.note = running.record.note or "terminated"
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(running.process.pid, number)
+            signal_group(running.process.popen.pid, number)
 
     # ------------------------------------------------------------------ starting jobs
 
@@ -375,26 +296,8 @@ class Scheduler:
             if self.force:
                 job_env[FORCE_VARIABLE] = "1"  # reaches the jobs of nested pipelines
             launch = executor.launch(job, devices, job_env)
-            log = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            header = f"$ {shlex.join(launch.argv)}\n# CUDA_VISIBLE_DEVICES={','.join(map(str, devices))} cwd={launch.cwd}\n"
-            os.write(log, header.encode())
-            if self._death_signal is None:
-                self._death_signal = _death_signal()
-            watchdog = self._job_watchdog()
-            leases = self.leases.descriptors(devices)
-            process = subprocess.Popen(
-                [*self._death_signal.prefix, *launch.argv],
-                cwd=launch.cwd,
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # its own group: terminal Ctrl-C goes to the runner only
-                preexec_fn=self._death_signal.preexec,
-                pass_fds=leases,  # the lease lasts while the job holds it, runner or not
-            )
-            if watchdog is not None:
-                watchdog.watch(process.pid, leases, signal_leader=not self._death_signal.signals)
+            log = open_log(job.log_path, launch, devices)
+            started = self._processes.start(launch, log, self.leases.descriptors(devices))
         except Exception as error:  # the job cannot start: that is its failure, not the runner's
             if log >= 0:
                 os.write(log, f"error: could not start the job: {error}\n".encode())
@@ -405,91 +308,52 @@ class Scheduler:
             record.ended = time.monotonic()
             self._finish(record, JobStatus.FAILED, f"could not start: {error}")
             return
-        pidfd = None
-        if hasattr(os, "pidfd_open"):
-            with contextlib.suppress(OSError):
-                pidfd = os.pidfd_open(process.pid)
-        assert process.stdout is not None
-        os.set_blocking(process.stdout.fileno(), False)
-        running = _Running(record, process, launch, log, pidfd)
-        self._selector.register(process.stdout, selectors.EVENT_READ, ("output", running))
-        if pidfd is not None:
-            self._selector.register(pidfd, selectors.EVENT_READ, ("exit", running))
+        running = _Running(record, started, launch)
+        assert started.popen.stdout is not None
+        self._selector.register(started.popen.stdout, selectors.EVENT_READ, ("output", running))
+        if started.pidfd is not None:
+            self._selector.register(started.pidfd, selectors.EVENT_READ, ("exit", running))
         self._running[job.index] = running
         record.status = JobStatus.RUNNING
         self.display.job_started(record)
 
-    def _job_watchdog(self) -> JobWatchdog | None:
-        """The watchdog, started with the first job; None (said once) when it cannot start."""
-        if not self._watchdog_tried:
-            self._watchdog_tried = True
-            try:
-                self._watchdog = JobWatchdog(self.kill_grace, self.display.message)
-            except OSError as error:
-                self.display.message(
-                    f"warning: cannot start the job watchdog ({error}); if this runner is "
-                    "killed, processes its jobs started may outlive it"
-                )
-        return self._watchdog
-
     # ------------------------------------------------------------------ output and exits
 
     def _read_output(self, running: _Running) -> None:
-        assert running.process.stdout is not None
-        while running.pipe_open:
-            try:
-                chunk = os.read(running.process.stdout.fileno(), 65536)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self._close_pipe(running)
-                break
-            os.write(running.log, chunk)
-            lines = (running.partial + chunk).split(b"\n")
-            running.partial = lines.pop()
-            if len(running.partial) > PARTIAL_LINE_LIMIT:
-                lines.append(running.partial)
-                running.partial = b""
-            for line in lines:
-                self._show_line(running.record, line)
-
-    def _show_line(self, record: JobRecord, line: bytes) -> None:
-        # A progress bar rewrites its line with \r: show what a terminal would end up showing.
-        shown = line.rstrip(b"\r").rsplit(b"\r", 1)[-1]
-        self.display.job_output(record, shown.decode("utf-8", "replace"))
+        if not running.process.pipe_open:
+            return
+        lines, ended = running.process.read_lines()
+        for line in lines:
+            self.display.job_output(running.record, line)
+        if ended:
+            self._close_pipe(running)
 
     def _close_pipe(self, running: _Running) -> None:
-        if running.pipe_open:
-            running.pipe_open = False
-            assert running.process.stdout is not None
-            self._selector.unregister(running.process.stdout)
-            running.process.stdout.close()
+        if running.process.pipe_open:
+            assert running.process.popen.stdout is not None
+            self._selector.unregister(running.process.popen.stdout)
+            running.process.close_pipe()
 
     def _reap(self, running: _Running) -> None:
-        process = running.process
+        process = running.process.popen
         # The main process is a zombie until waited for, so its group id cannot be reused yet.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         returncode = process.wait()
         self._read_output(running)
-        if running.partial:  # the last line had no newline
-            self._show_line(running.record, running.partial)
-            running.partial = b""
+        last = running.process.last_line()  # the last line had no newline
+        if last is not None:
+            self.display.job_output(running.record, last)
         self._close_pipe(running)
-        if running.pidfd is not None:
-            self._selector.unregister(running.pidfd)
-            os.close(running.pidfd)
+        if running.process.pidfd is not None:
+            self._selector.unregister(running.process.pidfd)
         record = running.record
         record.ended = time.monotonic()
         record.returncode = returncode
         ending = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        with contextlib.suppress(OSError):
-            os.write(running.log, f"\n# {ending} after {record.seconds:.1f}s\n".encode())
-        os.close(running.log)
+        running.process.close(f"{ending} after {record.seconds:.1f}s")
         del self._running[record.job.index]
         self._cleanup(self.pipeline.executors[record.job.run_in], record.job, running.launch)
-        if self._watchdog is not None:
-            self._watchdog.forget(process.pid, holds_leases=bool(record.devices))
+        self._processes.reaped(process.pid, holds_leases=bool(record.devices))
         self.leases.release(record.devices)
         if self.interrupted_by is not None and returncode != 0:
             self._finish(record, JobStatus.INTERRUPTED, record.note or "terminated")
@@ -509,8 +373,7 @@ class Scheduler:
             else:
                 self._finish(record, JobStatus.DONE)
         else:
-            reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-            self._finish(record, JobStatus.FAILED, reason)
+            self._finish(record, JobStatus.FAILED, ending)
 
     def _cleanup(self, executor: Executor, job: PlannedJob, launch: Launch) -> None:
         try:
@@ -534,11 +397,3 @@ class Scheduler:
             if other.status == JobStatus.PENDING and self.segments[index] > segment:
                 other.status = JobStatus.NOT_STARTED
                 other.note = reason
-
-
-def exit_code(records: list[JobRecord], interrupted_by: int | None) -> int:
-    """0 when every job is done or skipped; 128+signal after an interruption; else 1."""
-    if interrupted_by is not None:
-        return 128 + interrupted_by
-    ok = all(record.status in (JobStatus.DONE, JobStatus.SKIPPED) for record in records)
-    return 0 if ok else 1
