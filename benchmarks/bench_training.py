@@ -9,7 +9,8 @@ import time
 
 import torch
 
-from speechbed.models import BLANK_INDEX, build_model
+from speechbed.models import build_model
+from speechbed.tasks.ctc_phones import BLANK_INDEX, NUM_CLASSES, acoustic_settings
 from speechbed.training.config import ModelConfig
 
 #: The demo-sized model (the one reported for experiments/demo.yml: about 12% dev PER on the
@@ -47,9 +48,8 @@ def make_batch(
 
 def time_steps(mellin: bool, batch: tuple) -> float:
     """Median seconds of one forward + backward + Adam step over REPEATS steps (after a warm-up)."""
-    model = build_model(
-        ModelConfig(**DEMO_MODEL, convolutional_mellin=mellin), NUM_FEATURES, seed=0
-    )
+    settings = acoustic_settings(ModelConfig(**DEMO_MODEL, convolutional_mellin=mellin))
+    model = build_model(settings, NUM_FEATURES, NUM_CLASSES, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     ctc = torch.nn.CTCLoss(blank=BLANK_INDEX, zero_infinity=True)
     features, lengths, targets, target_lengths = batch

@@ -1,15 +1,16 @@
-"""Score a trained run: decode dev and test with its best model and compute PER on 39 phones.
+"""Score a trained run with its task (ctc_phones: decode dev and test, PER on 39 phones).
 
 Input: the run YAML that scripts/train.py trained (its evaluation section picks the beam width
-and partitions). Output, under info.run_dir: <dev|test>.hyp.trn and .ref.trn (39 phones,
-``phones (utt_id)``) and results.json (PER with its counts, beam width, epoch, decoding time).
-A run whose results match its model, its settings and the feature stores (results.json
-records their fingerprints as data_fingerprints) is skipped unless --force; a model trained on
-a dev store that has changed since is refused (train it again).
+and partitions). Output, under info.run_dir: results.json (for ctc_phones: PER with its counts,
+beam width, epoch, decoding time) and the task's files (ctc_phones: <dev|test>.hyp.trn and
+.ref.trn, 39 phones, ``phones (utt_id)``). A run whose results match its model, its settings
+and the feature stores (results.json records their fingerprints as data_fingerprints) is
+skipped unless --force; a model trained on a dev store that has changed since is refused
+(train it again).
 """
 
-from speechbed.decoding.evaluation import EvaluationJob, evaluate_run
 from speechbed.step_runner import JobContext, run_jobs_cli
+from speechbed.training.evaluation import EvaluationJob, evaluate_run
 
 
 def run(job: EvaluationJob, context: JobContext) -> None:

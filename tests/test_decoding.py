@@ -17,14 +17,18 @@ from speechbed.decoding import (
     ErrorCounts,
     edit_counts,
     greedy_decode,
-    ids_to_phones_39,
     labelling_log_probability,
-    phone_error_counts,
     prefix_beam_search,
     total_error_counts,
     transcribe,
 )
 from speechbed.models import build_model
+from speechbed.tasks.ctc_phones import (
+    NUM_CLASSES,
+    acoustic_settings,
+    ids_to_phones_39,
+    phone_error_counts,
+)
 from speechbed.training.config import ModelConfig
 
 # --------------------------------------------------------------------------- error rates
@@ -224,7 +228,7 @@ def test_greedy_transcripts_and_per_do_not_depend_on_batch_size():
         recurrent_size=8,
         recurrent_layers=1,
     )
-    model = build_model(config, num_features=5, seed=3)
+    model = build_model(acoustic_settings(config), 5, NUM_CLASSES, seed=3)
     generator = torch.Generator().manual_seed(0)
     lengths = [13, 4, 9, 17, 1]
     utterances = [torch.randn(length, 5, generator=generator) for length in lengths]

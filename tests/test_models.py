@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechbed.models import BLANK_INDEX, NUM_CLASSES, build_model
+from speechbed.models import build_model
 from speechbed.models.convolution import mellin_time_parameters, plan_layers
 from speechbed.models.windows import count_windows, frames_to_windows
+from speechbed.tasks.ctc_phones import BLANK_INDEX, NUM_CLASSES, acoustic_settings
 from speechbed.training.config import ModelConfig
 
 TINY = dict(
@@ -61,7 +62,12 @@ def test_mellin_time_parameters_give_the_planned_size(kernel, size, factor):
 @pytest.mark.parametrize("mellin", [False, True])
 @pytest.mark.parametrize("num_features", [1, 9])
 def test_every_layer_outputs_its_planned_size(mellin, num_features):
-    model = build_model(ModelConfig(**TINY, convolutional_mellin=mellin), num_features, seed=0)
+    model = build_model(
+        acoustic_settings(ModelConfig(**TINY, convolutional_mellin=mellin)),
+        num_features,
+        NUM_CLASSES,
+        seed=0,
+    )
     images = torch.randn(5, 1, TINY["window_size"], num_features)
     if num_features == 1:
         images = images.squeeze(-1)
@@ -88,7 +94,7 @@ def test_every_layer_outputs_its_planned_size(mellin, num_features):
 )
 def test_padding_never_changes_an_utterances_outputs(mellin, options):
     config = ModelConfig(**{**TINY, **options, "convolutional_mellin": mellin})
-    model = build_model(config, 7, seed=1).eval()
+    model = build_model(acoustic_settings(config), 7, NUM_CLASSES, seed=1).eval()
     generator = torch.Generator().manual_seed(0)
     model.fit_input_normalization(torch.rand(50, 7, generator=generator))
     lengths = torch.tensor([23, 5, 14, 1])
@@ -109,7 +115,7 @@ def test_raw_audio_uses_one_dimensional_layers_and_ignores_padding(mellin):
     config = ModelConfig(
         **{**TINY, "window_size": 16, "window_stride": 8, "convolutional_mellin": mellin}
     )
-    model = build_model(config, 1, seed=2).eval()
+    model = build_model(acoustic_settings(config), 1, NUM_CLASSES, seed=2).eval()
     kinds = {type(module) for module in model.modules()}
     assert (MCorr1d if mellin else torch.nn.Conv1d) in kinds and torch.nn.Conv2d not in kinds
     samples = torch.randn(2, 100, 1, generator=torch.Generator().manual_seed(0))
@@ -123,9 +129,15 @@ def test_raw_audio_uses_one_dimensional_layers_and_ignores_padding(mellin):
 
 def test_same_seed_same_parameters_and_global_rng_untouched():
     state = torch.get_rng_state()
-    first = build_model(ModelConfig(**TINY, convolutional_mellin=True), 9, seed=5)
-    second = build_model(ModelConfig(**TINY, convolutional_mellin=True), 9, seed=5)
-    other = build_model(ModelConfig(**TINY, convolutional_mellin=True), 9, seed=6)
+    first = build_model(
+        acoustic_settings(ModelConfig(**TINY, convolutional_mellin=True)), 9, NUM_CLASSES, seed=5
+    )
+    second = build_model(
+        acoustic_settings(ModelConfig(**TINY, convolutional_mellin=True)), 9, NUM_CLASSES, seed=5
+    )
+    other = build_model(
+        acoustic_settings(ModelConfig(**TINY, convolutional_mellin=True)), 9, NUM_CLASSES, seed=6
+    )
     assert torch.equal(torch.get_rng_state(), state)
     for a, b in zip(first.parameters(), second.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -134,7 +146,7 @@ def test_same_seed_same_parameters_and_global_rng_untouched():
 
 
 def test_wrong_feature_size_is_named():
-    model = build_model(ModelConfig(**TINY), 9, seed=0)
+    model = build_model(acoustic_settings(ModelConfig(**TINY)), 9, NUM_CLASSES, seed=0)
     with pytest.raises(ValueError, match=r"\(N, T, 9\)"):
         model(torch.zeros(2, 10, 8), torch.tensor([10, 10]))
 
@@ -152,7 +164,7 @@ def test_both_kinds_of_model_learn_a_fixed_batch(mellin):
     targets = torch.tensor([p for seq in phones for p in seq])
     target_lengths = torch.tensor([len(seq) for seq in phones])
     config = ModelConfig(**{**TINY, "convolutional_mellin": mellin, "recurrent_size": 16})
-    model = build_model(config, 6, seed=0)
+    model = build_model(acoustic_settings(config), 6, NUM_CLASSES, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     ctc = torch.nn.CTCLoss(blank=BLANK_INDEX, zero_infinity=True)
     losses = []
@@ -170,7 +182,7 @@ def test_input_normalization_standardizes_the_compressed_training_frames():
     import numpy as np
 
     config = ModelConfig(**TINY, use_log_compression=True)
-    model = build_model(config, 4, seed=0)
+    model = build_model(acoustic_settings(config), 4, NUM_CLASSES, seed=0)
     generator = np.random.default_rng(0)
     frames = generator.gamma(0.5, 0.01, size=(500, 4))  # power-like: positive, skewed, small
     model.fit_input_normalization(torch.from_numpy(frames).float())

@@ -332,7 +332,7 @@ def test_early_stopping_counts_epochs_without_relative_improvement():
 
 
 def test_plateau_schedule_follows_the_run_config():
-    from speechbed.training.loop import make_optimizer, make_scheduler
+    from speechbed.training.optimization import make_optimizer, make_scheduler
 
     config = TrainingConfig(log10_learning_rate=-2, reduce_lr_patience=1, reduce_lr_factor=0.5)
     model = torch.nn.Linear(2, 2)

@@ -21,12 +21,12 @@ import pytest
 import torch
 import yaml
 
-from speechbed.decoding.evaluation import EvaluationJob, evaluate_run
 from speechbed.errors import UserInputError
 from speechbed.features.cache import FeatureStoreWriter
 from speechbed.lineage import Lineage, fingerprint
 from speechbed.outputs import OutputLock
 from speechbed.step_runner import run_jobs_cli
+from speechbed.training.evaluation import EvaluationJob, evaluate_run
 from speechbed.training.loop import TrainingJob, train_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]

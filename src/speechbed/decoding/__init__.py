@@ -1,6 +1,7 @@
-"""CTC decoding (greedy, prefix beam search) and phone error rates on the 39-phone set.
+"""CTC decoding (greedy, prefix beam search), running a model over batches, and error rates.
 
-Called by training for the dev PER and by ``scripts/evaluate.py``.
+Called by tasks (speechbed.tasks) for their dev metric and evaluation. Imports nothing above
+it: no label set, no training code.
 """
 
 from speechbed.decoding.ctc_search import (
@@ -10,16 +11,14 @@ from speechbed.decoding.ctc_search import (
     prefix_beam_search,
 )
 from speechbed.decoding.error_rate import ErrorCounts, edit_counts, total_error_counts
-from speechbed.decoding.transcribe import ids_to_phones_39, phone_error_counts, transcribe
+from speechbed.decoding.transcribe import transcribe
 
 __all__ = [
     "ErrorCounts",
     "beam_decode",
     "edit_counts",
     "greedy_decode",
-    "ids_to_phones_39",
     "labelling_log_probability",
-    "phone_error_counts",
     "prefix_beam_search",
     "total_error_counts",
     "transcribe",

@@ -1,6 +1,6 @@
 """CTC decoding: greedy best path and prefix beam search over per-frame log probabilities.
 
-Called by training (greedy dev PER each epoch) and by ``scripts/evaluate.py``.
+Called by tasks (speechbed.tasks): greedy for the dev metric each epoch, beam search at evaluation.
 """
 
 from __future__ import annotations

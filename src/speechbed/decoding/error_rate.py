@@ -1,6 +1,6 @@
 """Phone error rate: Levenshtein alignment counts (substitutions, deletions, insertions) and totals.
 
-Called by training (dev PER each epoch) and evaluation (PER on 39 phones with its counts).
+Called by tasks (speechbed.tasks) for their error rates (PER on 39 phones with its counts).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Acoustic models of the TIMIT recipe: windowed CNN (linear or Mellin) + RNN with CTC outputs.
+"""Acoustic models: windowed CNN (linear or Mellin) + RNN giving per-window class logits.
 
-Training and evaluation call ``build_model`` with the run config's ``model`` section.
+Tasks (speechbed.tasks) build them with ``build_model`` from plain numbers; nothing here knows
+a label set, a loss or a job file.
 """
 
-from speechbed.models.acoustic import BLANK_INDEX, NUM_CLASSES, AcousticModel, build_model
+from speechbed.models.acoustic import AcousticModel, AcousticModelSettings, build_model
 
-__all__ = ["BLANK_INDEX", "NUM_CLASSES", "AcousticModel", "build_model"]
+__all__ = ["AcousticModel", "AcousticModelSettings", "build_model"]

@@ -1,22 +1,19 @@
-"""The CNN + RNN acoustic model of the TIMIT recipe: windows -> correlations -> RNN -> phone logits.
+"""The CNN + RNN acoustic model: windows -> correlations -> RNN -> per-window class logits.
 
-Built by training and evaluation with ``build_model`` from the run config's ``model`` section.
+Built by tasks (speechbed.tasks) with ``build_model`` from plain numbers: the architecture
+settings, the input size and the number of output classes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from speechbed.corpora.phones import PHONES_48
 from speechbed.models.convolution import ConvolutionalStack, plan_layers
 from speechbed.models.windows import frames_to_windows
-from speechbed.training.config import ModelConfig
-
-#: Output classes: the 48 training phones, then the CTC blank.
-NUM_CLASSES = len(PHONES_48) + 1
-BLANK_INDEX = len(PHONES_48)
 
 _RECURRENT = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
 
@@ -54,18 +51,58 @@ class Lift(nn.Module):
         return windows * scale.view(shape)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AcousticModelSettings:
+    """The architecture, as plain values (the run config's ``model`` section documents each)."""
+
+    use_log_compression: bool
+    use_lift: bool
+    window_size: int
+    window_stride: int
+    convolutional_layers: int
+    convolutional_initial_channels: int
+    convolutional_kernel_time: int
+    convolutional_kernel_freq: int
+    convolutional_mellin: bool
+    convolutional_time_factor: int
+    convolutional_freq_factor: int
+    convolutional_channel_factor: int
+    convolutional_factor_schedule: int
+    convolutional_nonlinearity: str
+    convolutional_dropout_2d: bool
+    recurrent_type: str
+    recurrent_size: int
+    recurrent_layers: int
+    recurrent_bidirectional: bool
+
+
 class AcousticModel(nn.Module):
-    """(N, T, F) features with lengths -> (N, windows, 49) logits and window counts.
+    """(N, T, F) features with lengths -> (N, windows, num_classes) logits and window counts.
 
     Each window of ``window_size`` frames (every ``window_stride`` frames) is one image through
     the convolutional stack; the window's time axis is then summed out and the sequence of
-    windows goes through the recurrent layers and a linear layer to 48 phones + blank.
+    windows goes through the recurrent layers and a linear layer to ``num_classes`` logits.
     """
 
-    def __init__(self, config: ModelConfig, num_features: int, dropout_prob: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: AcousticModelSettings,
+        num_features: int,
+        num_classes: int,
+        dropout_prob: float = 0.0,
+    ) -> None:
         super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be at least 1, got {num_features}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if config.recurrent_type not in _RECURRENT:
+            raise ValueError(
+                f"recurrent_type must be one of {sorted(_RECURRENT)}, got {config.recurrent_type!r}"
+            )
         self.config = config
         self.num_features = num_features
+        self.num_classes = num_classes
         self.one_dimensional = num_features == 1
         self.log_compression = LogCompression() if config.use_log_compression else None
         # per-bin standardisation of the (compressed) input, fitted to training data by
@@ -110,7 +147,7 @@ class AcousticModel(nn.Module):
             self.recurrent = None
             output_size = features_per_window
         self.dropout = nn.Dropout(dropout_prob)
-        self.output = nn.Linear(output_size, NUM_CLASSES)
+        self.output = nn.Linear(output_size, num_classes)
 
     def standardize(self, values: torch.Tensor) -> torch.Tensor:
         """Log-compress (when on), then standardise each feature bin (the last axis, or F = 1)."""
@@ -159,9 +196,13 @@ class AcousticModel(nn.Module):
 
 
 def build_model(
-    config: ModelConfig, num_features: int, seed: int, dropout_prob: float = 0.0
+    config: AcousticModelSettings,
+    num_features: int,
+    num_classes: int,
+    seed: int,
+    dropout_prob: float = 0.0,
 ) -> AcousticModel:
     """The model with parameters drawn from ``seed`` (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return AcousticModel(config, num_features, dropout_prob)
+        return AcousticModel(config, num_features, num_classes, dropout_prob)

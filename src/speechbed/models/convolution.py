@@ -1,6 +1,6 @@
 """The convolutional front end: a stack of linear or Mellin correlations over each window.
 
-Built by the acoustic model from the ``model`` section; every layer's output size is planned
+Built by the acoustic model from its architecture settings; every layer's output size is planned
 exactly (time and frequency shrink by their factors, rounding up), for both kinds of layer.
 """
 
@@ -145,6 +145,10 @@ class ConvolutionalStack(nn.Module):
         one_dimensional: bool,
     ) -> None:
         super().__init__()
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}"
+            )
         self.one_dimensional = one_dimensional
         self.shapes = shapes
         layers: list[nn.Module] = []

@@ -1,4 +1,6 @@
-"""CTC training of the acoustic models: run config, loop, checkpoints, augmentation.
+"""The one training loop and evaluation driver for every task: run config, trainer, checkpoints.
 
-``scripts/train.py`` calls ``train_run``; the sweep validates runs against ``config.RunConfig``.
+``scripts/train.py`` calls ``loop.train_run`` and ``scripts/evaluate.py`` calls
+``evaluation.evaluate_run``; the run config's ``task`` picks the recipe (``task.TASKS``,
+implemented in speechbed.tasks). The sweep validates runs against ``config.RunConfig``.
 """

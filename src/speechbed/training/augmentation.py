@@ -1,6 +1,6 @@
 """Training-time augmentation of padded feature batches: SpecAugment, scaled noise, random shift.
 
-Called by the training loop on each batch; every draw comes from the one generator it is given,
+Called by a task on each training batch; every draw comes from the one generator it is given,
 so a resumed run draws exactly what the uninterrupted run would have.
 """
 

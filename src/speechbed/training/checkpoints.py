@@ -1,6 +1,8 @@
 """Epoch checkpoints of a run: written atomically, found again on restart, pruned to last and best.
 
-Used by the training loop; a checkpoint holds everything needed to continue bit-for-bit.
+Used by the trainer: a ``Checkpointer`` saves and restores a mapping of named objects that
+know their own state (``state_dict``/``load_state_dict``), so a checkpoint holds everything
+needed to continue bit-for-bit and no key is listed twice.
 """
 
 from __future__ import annotations
@@ -8,13 +10,15 @@ from __future__ import annotations
 import io
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from speechbed.outputs import PARTIAL_MARK, remove_dead_partials, write_bytes_atomic
+from speechbed.run_folder import RunFolder
 
 _NAME = re.compile(r"epoch-(\d+)\.pt")
 
@@ -65,14 +69,46 @@ def restore_random_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class Stateful(Protocol):
+    """What a checkpointed object offers (modules, optimizers, schedulers, scalers, ...)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class GeneratorState:
+    """A ``torch.Generator`` as a checkpointed object (its state is the generator's bytes)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class GlobalRandomStates:
+    """The process-wide random states (torch CPU and CUDA, numpy, python) as a checkpointed object."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return capture_random_states()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restore_random_states(state)
+
+
 class CheckpointStore:
     """``<run_dir>/checkpoints/epoch-NNNN.pt``, one per completed epoch."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, run: RunFolder) -> None:
+        self.run = run
+        self.folder = run.checkpoints
 
     def path(self, epoch: int) -> Path:
-        return self.folder / f"epoch-{epoch:04d}.pt"
+        return self.run.checkpoint(epoch)
 
     def epochs(self) -> list[int]:
         """Epochs with a complete checkpoint, in order (partial files never match the name)."""
@@ -97,3 +133,27 @@ class CheckpointStore:
         for epoch in self.epochs():
             if epoch not in keep:
                 self.path(epoch).unlink(missing_ok=True)
+
+
+class Checkpointer:
+    """Saves and restores named objects: ``{"model": model, "optimizer": optimizer, ...}``.
+
+    A checkpoint maps each name to the object's ``state_dict()`` (None for an object that is
+    None, such as a schedule that is off), beside plain ``metadata`` (epoch, fingerprints).
+    """
+
+    def __init__(self, store: CheckpointStore, objects: Mapping[str, Stateful | None]) -> None:
+        self.store = store
+        self.objects = dict(objects)
+
+    def save(self, epoch: int, metadata: Mapping[str, Any]) -> None:
+        states = {
+            name: None if item is None else item.state_dict() for name, item in self.objects.items()
+        }
+        self.store.save(epoch, {"epoch": epoch, **metadata, **states})
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Put every object back as ``checkpoint`` (a loaded one) holds it."""
+        for name, item in self.objects.items():
+            if item is not None:
+                item.load_state_dict(checkpoint[name])

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import pydantic
 from pydantic import Field
 
 from speechbed.jobs import JobSchema
+from speechbed.training.task import DEFAULT_TASK, TASKS
 
 
 class InfoConfig(JobSchema):
@@ -105,7 +107,7 @@ class ModelConfig(JobSchema):
 
 
 class TrainingConfig(JobSchema):
-    """CTC training: optimiser, schedules, augmentation, checkpoints."""
+    """Training: optimiser, schedules, augmentation, checkpoints."""
 
     optimizer: Literal["adam", "sgd", "rms"] = Field("adam", description="optimiser")
     log10_learning_rate: float = Field(-3.0, description="initial learning rate, as log10")
@@ -115,10 +117,10 @@ class TrainingConfig(JobSchema):
     )
     reduce_lr_burnin: int = Field(0, ge=0, description="epochs before the plateau schedule acts")
     reduce_lr_patience: int = Field(
-        1, ge=0, description="epochs without dev PER improvement before the LR is reduced"
+        1, ge=0, description="epochs without improvement of the dev metric before the LR is reduced"
     )
     reduce_lr_threshold: float = Field(
-        0.0, ge=0.0, description="relative improvement of dev PER that counts as improvement"
+        0.0, ge=0.0, description="relative improvement of the dev metric that counts as improvement"
     )
     reduce_lr_factor: float = Field(
         0.5, gt=0.0, le=1.0, description="LR multiplier on a plateau (1: off)"
@@ -132,7 +134,7 @@ class TrainingConfig(JobSchema):
         None, ge=1, description="stop after this many epochs without improvement (null: never)"
     )
     early_stopping_threshold: float = Field(
-        0.0, ge=0.0, description="relative improvement of dev PER that resets the patience"
+        0.0, ge=0.0, description="relative improvement of the dev metric that resets the patience"
     )
     max_time_warp: float = Field(
         0.0, ge=0.0, description="SpecAugment: largest time warp, in frames (0: off)"
@@ -160,6 +162,12 @@ class TrainingConfig(JobSchema):
         ge=0.0,
         lt=1.0,
         description="drop up to this share of frames at the start (lengths updated)",
+    )
+    gradient_accumulation: int = Field(
+        1,
+        ge=1,
+        description="batches whose gradients add up to one optimiser step (the loss is their "
+        "mean; an epoch's last group may be shorter)",
     )
     mixed_precision: bool = Field(True, description="autocast to float16 on CUDA (ignored on CPU)")
     keep_last_and_best_only: bool = Field(
@@ -193,13 +201,25 @@ class EvaluationConfig(JobSchema):
 class RunConfig(JobSchema):
     """One training run and its evaluation: the job file of train.py and evaluate.py."""
 
+    task: str = Field(
+        DEFAULT_TASK,
+        description=f"the recipe: its batches, model outputs, loss, dev metric and scoring "
+        f"(known: {', '.join(sorted(TASKS))})",
+    )
     info: InfoConfig = Field(description="name, seed and run folder")
     data: DataConfig = Field(description="feature cache and batching")
     model: ModelConfig = Field(default_factory=ModelConfig, description="acoustic model")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="CTC training")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="training")
     evaluation: EvaluationConfig = Field(
         default_factory=EvaluationConfig, description="decoding and scoring"
     )
+
+    @pydantic.field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"{value!r} is not a task (known: {', '.join(sorted(TASKS))})")
+        return value
 
     @property
     def model_seed(self) -> int:

@@ -1,6 +1,6 @@
 """Opening a run's feature caches as batched loaders (length-bucketed, padded, CTC targets).
 
-Used by the training loop and by evaluation.
+Used by the tasks (speechbed.tasks) for their batches, and by run lineage for the store paths.
 """
 
 from __future__ import annotations

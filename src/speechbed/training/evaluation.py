@@ -1,31 +1,38 @@
-"""Scoring a trained run: decode dev and test, write trn files and ``results.json``.
+"""Scoring a trained run for any task: rebuild its best model, score dev and test, ``results.json``.
 
-``scripts/evaluate.py`` calls ``evaluate_run``; the experiments' reports read ``results.json``
-(its ``data_fingerprints`` say which feature stores the numbers come from).
+``scripts/evaluate.py`` calls ``evaluate_run``; the task (speechbed.training.task) decodes and
+scores each partition and names the result fields. The experiments' reports read
+``results.json`` (its ``data_fingerprints`` say which feature stores the numbers come from).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from speechbed.code_versions import CODE_VERSIONS
-from speechbed.decoding.transcribe import ids_to_phones_39, phone_error_counts, transcribe
 from speechbed.errors import UserInputError
 from speechbed.outputs import write_text_atomic
+from speechbed.run_folder import RunFolder
 from speechbed.training.config import RunConfig
-from speechbed.training.data import open_loader, store_path
-from speechbed.training.loop import MODEL_FILE, load_trained_model
+from speechbed.training.data import store_path
+from speechbed.training.model_file import load_trained_model
 from speechbed.training.run_lineage import store_fingerprints
+from speechbed.training.task import make_task
+from speechbed.training.trainer import resolve_device
 
-RESULTS_FILE = "results.json"
 #: Bump when a change of the decoding or scoring code changes results; results of older code
 #: are then recomputed.
 EVALUATION_CODE_VERSION = CODE_VERSIONS["evaluation"]
+
+
+def scored_partitions(config: RunConfig) -> dict[str, str]:
+    """``{role: partition}`` of the partitions ``evaluation.partitions`` names, in its order."""
+    partitions = {"dev": config.data.dev_partition, "test": config.data.test_partition}
+    return {role: partitions[role] for role in config.evaluation.partitions}
 
 
 class EvaluationJob(RunConfig):
@@ -34,83 +41,47 @@ class EvaluationJob(RunConfig):
     code_versions: ClassVar[dict[str, int]] = {"evaluation": EVALUATION_CODE_VERSION}
 
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
-        run_dir = Path(self.info.run_dir)
-        partitions = {"dev": self.data.dev_partition, "test": self.data.test_partition}
-        stores = [store_path(self.data, partitions[role]) for role in self.evaluation.partitions]
-        return [run_dir / MODEL_FILE, *stores], [run_dir / RESULTS_FILE]
-
-
-def trn_lines(transcripts: dict[str, list[int]]) -> str:
-    """``phones (utt_id)`` per utterance, 39-phone set, sorted by id (the sclite trn format)."""
-    return "".join(
-        f"{' '.join(ids_to_phones_39(transcripts[utt_id]))} ({utt_id})\n"
-        for utt_id in sorted(transcripts)
-    )
+        run = RunFolder(Path(self.info.run_dir))
+        stores = [
+            store_path(self.data, partition) for partition in scored_partitions(self).values()
+        ]
+        return [run.model, *stores], [run.results]
 
 
 def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
-    """Decode every partition in ``evaluation.partitions`` with the run's best model; returns results."""
+    """Score every partition in ``evaluation.partitions`` with the run's best model; returns results."""
     evaluation = config.evaluation
-    if evaluation.device == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("evaluation.device is 'cuda' but torch sees no CUDA device; use 'cpu'")
+    device = resolve_device(evaluation.device, "evaluation")
     if config.training.num_threads is not None:
         torch.set_num_threads(config.training.num_threads)
-    run_dir = Path(config.info.run_dir)
-    model, saved = load_trained_model(run_dir, evaluation.device)
-    partitions = {"dev": config.data.dev_partition, "test": config.data.test_partition}
-    data_fingerprints = _data_fingerprints(
-        config, saved, [partitions[role] for role in evaluation.partitions]
-    )
+    run = RunFolder(Path(config.info.run_dir))
+    task = make_task(config)
+    model, saved = load_trained_model(task, run, device)
+    partitions = scored_partitions(config)
+    data_fingerprints = _data_fingerprints(config, saved, list(partitions.values()))
     settings = {
         "fingerprint": saved["fingerprint"],
         "code_version": EVALUATION_CODE_VERSION,
         **evaluation.model_dump(mode="json"),
     }
-    results_path = run_dir / RESULTS_FILE
-    if results_path.exists() and not force:
-        previous = json.loads(results_path.read_text())
+    if run.results.exists() and not force:
+        previous = json.loads(run.results.read_text())
         if (
             previous.get("settings") == settings
             and previous.get("data_fingerprints") == data_fingerprints
         ):
-            print(f"{results_path}: up to date; skipped")
+            print(f"{run.results}: up to date; skipped")
             return previous
     results: dict[str, Any] = {
         "name": config.info.name,
         "epoch": saved["epoch"],
-        "beam_width": evaluation.beam_width,
-        "training_dev_per": saved["dev_per"],
+        **task.result_header(saved),
         "settings": settings,
         "data_fingerprints": data_fingerprints,
     }
-    for role in evaluation.partitions:
-        loader = open_loader(
-            config.data, partitions[role], shuffle=False, batch_size=evaluation.batch_size
-        )
-        started = time.perf_counter()
-        hypotheses, references = transcribe(model, loader, evaluation.beam_width, evaluation.device)
-        seconds = time.perf_counter() - started
-        counts = phone_error_counts(references, hypotheses)
-        write_text_atomic(run_dir / f"{role}.hyp.trn", trn_lines(hypotheses))
-        write_text_atomic(run_dir / f"{role}.ref.trn", trn_lines(references))
-        results[f"{role}_per"] = counts.error_rate
-        results[role] = {
-            "partition": partitions[role],
-            "per": counts.error_rate,
-            "errors": counts.errors,
-            "substitutions": counts.substitutions,
-            "deletions": counts.deletions,
-            "insertions": counts.insertions,
-            "reference_phones": counts.reference_length,
-            "utterances": len(references),
-            "decoding_seconds": round(seconds, 3),
-        }
-        print(
-            f"{config.info.name} {role} ({partitions[role]}): PER {100 * counts.error_rate:.2f}% "
-            f"(S {counts.substitutions}, D {counts.deletions}, I {counts.insertions} / "
-            f"{counts.reference_length}), beam {evaluation.beam_width}, {seconds:.1f} s"
-        )
-    write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
+    for role, partition in partitions.items():
+        results.update(task.evaluate(model, saved, role, partition, run))
+    write_text_atomic(run.results, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -122,7 +93,7 @@ def _data_fingerprints(
     A scored store that the model was trained on (dev) must not have changed since: the model
     is then stale, and train.py moves it aside and trains it again.
     """
-    model_path = Path(config.info.run_dir) / MODEL_FILE
+    model_path = RunFolder(Path(config.info.run_dir)).model
     trained_on = saved.get("data_fingerprints")
     if trained_on is None:
         raise UserInputError(

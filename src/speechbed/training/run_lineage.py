@@ -27,29 +27,46 @@ from speechbed.lineage import digest, fingerprint
 from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
 from speechbed.training.config import RunConfig
 from speechbed.training.data import partition_path
+from speechbed.training.task import DEFAULT_TASK
 
 #: Bump when a change of the training code changes what a run trains; runs of older code
 #: are then moved aside and trained again.
 TRAINING_CODE_VERSION = CODE_VERSIONS["training"]
 #: Data keys that say where or how frames are read, not what a run trains on.
 _NOT_SETTINGS = ("cache_directory", "test_partition", "num_workers", "in_memory")
+#: Settings added after runs were first fingerprinted, with the value that trains what runs
+#: trained before them: at that value they are left out, so those runs keep their fingerprint.
+_ADDED_SETTINGS = {("task",): DEFAULT_TASK, ("training", "gradient_accumulation"): 1}
+
+
+def _without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    for path, default in _ADDED_SETTINGS.items():
+        *sections, key = path
+        holder = settings
+        for section in sections:
+            holder = holder[section]
+        if holder.get(key) == default:
+            del holder[key]
+    return settings
 
 
 def settings_fingerprint(config: RunConfig) -> str:
     """Hash of every setting that changes the trained parameters (not names, paths, workers)."""
-    settings = config.model_dump(mode="json")
+    settings = _without_added_defaults(config.model_dump(mode="json"))
     relevant = {
         "seed": config.info.seed,
         "data": {key: value for key, value in settings["data"].items() if key not in _NOT_SETTINGS},
         "model": settings["model"],
         "training": settings["training"],
     }
+    if "task" in settings:
+        relevant["task"] = settings["task"]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def legacy_fingerprint(config: RunConfig) -> str:
     """The fingerprint runs had before they recorded their data (the cache path as written)."""
-    settings = config.model_dump(mode="json")
+    settings = _without_added_defaults(config.model_dump(mode="json"))
     relevant = {
         "seed": config.info.seed,
         "data": {

@@ -1,0 +1,187 @@
+"""The one training loop: epochs over a task's batches, dev metric, LR schedule, early stopping.
+
+Built and run by speechbed.training.loop.train_run for every task (speechbed.training.task):
+the task supplies batches, model, loss and dev metric; small collaborators keep the rest
+(``GradientStep``, ``EarlyStopping``, ``RunLog``, ``Checkpointer``).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speechbed.errors import UserInputError
+from speechbed.run_folder import RunFolder
+from speechbed.training.checkpoints import (
+    Checkpointer,
+    CheckpointStore,
+    GeneratorState,
+    GlobalRandomStates,
+)
+from speechbed.training.config import RunConfig
+from speechbed.training.optimization import GradientStep, make_optimizer, make_scheduler
+from speechbed.training.run_log import RunLog, best_epoch
+from speechbed.training.stopping import EarlyStopping
+from speechbed.training.task import Task
+
+
+def resolve_device(name: str, section: str = "training") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"{section}.device is 'cuda' but torch sees no CUDA device; use 'cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class Trainer:
+    """One run's training state and its epochs; ``checkpoint_metadata`` goes into each checkpoint.
+
+    Everything random is seeded here from the run's training seed, in a fixed order: the
+    global generators, then the loader's and the augmentation's own generators; the model's
+    initialisation draws from the model seed alone. A checkpoint restores all of it.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Task,
+        run: RunFolder,
+        checkpoint_metadata: dict[str, Any],
+        progress: bool = True,
+    ) -> None:
+        self.config, self.task, self.run, self.progress = config, task, run, progress
+        training = self.training = config.training
+        self.device = resolve_device(training.device)
+        if training.num_threads is not None:
+            torch.set_num_threads(training.num_threads)
+        seed = config.training_seed
+        seed_everything(seed)
+        loader_generator = torch.Generator().manual_seed(seed + 1)
+        self.augmentation = torch.Generator().manual_seed(seed + 2)
+        data = config.data
+        self.train_loader = task.open_loader(
+            data.train_partition, shuffle=True, seed=seed, generator=loader_generator
+        )
+        self.dev_loader = task.open_loader(
+            data.dev_partition, shuffle=False, generator=torch.Generator()
+        )
+        built = task.build_model(self.train_loader)
+        self.model = built.model.to(self.device)
+        self.model_description = built.description
+        self.optimizer = make_optimizer(training, self.model)
+        self.scheduler = make_scheduler(training, self.optimizer, task.lower_is_better)
+        self.stopper = EarlyStopping(
+            training.early_stopping_patience,
+            training.early_stopping_threshold,
+            training.early_stopping_burnin,
+            task.lower_is_better,
+        )
+        self.mixed_precision = self.device.type == "cuda" and training.mixed_precision
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.mixed_precision)
+        self.step = GradientStep(self.optimizer, self.scaler, training.gradient_accumulation)
+        self.log = RunLog(run, task.metric)
+        self.stopped = False
+        self.checkpoint_metadata = {**checkpoint_metadata, **self.model_description}
+        self.store = CheckpointStore(run)
+        self.checkpointer = Checkpointer(
+            self.store,
+            {
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "scheduler": self.scheduler,
+                "early_stopping": self.stopper,
+                "scaler": self.scaler,
+                "loader_generator": GeneratorState(loader_generator),
+                "augmentation_generator": GeneratorState(self.augmentation),
+                "random_states": GlobalRandomStates(),
+                "history": self.log,
+            },
+        )
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue after the checkpoint's epoch, exactly where the run was then."""
+        self.checkpointer.restore(checkpoint)
+        self.stopped = checkpoint["stopped"]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.log.history
+
+    def best_epoch(self) -> int:
+        return best_epoch(self.history, self.task.metric, self.task.lower_is_better)
+
+    def fit(self) -> None:
+        """Train epochs until ``num_epochs`` or early stopping."""
+        self.log.open()
+        try:
+            epoch = len(self.history)
+            while not self.stopped and epoch < self.training.num_epochs:
+                epoch += 1
+                self.run_epoch(epoch)
+        finally:
+            self.log.close()
+
+    def run_epoch(self, epoch: int) -> None:
+        """Train, measure dev, adapt the schedule, log, checkpoint."""
+        training, task = self.training, self.task
+        started = time.perf_counter()
+        self.train_loader.batch_sampler.set_epoch(epoch)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        loss = self.train_epoch(f"{self.config.info.name} epoch {epoch}/{training.num_epochs}")
+        value = task.dev_metric(self.model, self.dev_loader, self.device)
+        if self.scheduler is not None and epoch > training.reduce_lr_burnin:
+            self.scheduler.step(value)
+        self.stopped = self.stopper.update(epoch, value)
+        row = {
+            "epoch": epoch,
+            "loss": loss,
+            task.metric: value,
+            "learning_rate": learning_rate,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        self.log.add(row)
+        print(
+            f"{self.config.info.name} epoch {epoch}: loss {loss:.4f}, "
+            f"{task.describe_metric(value)}, lr {learning_rate:.3g}, {row['seconds']:.1f} s"
+            + (" (early stop)" if self.stopped else "")
+        )
+        self.checkpointer.save(epoch, {**self.checkpoint_metadata, "stopped": self.stopped})
+        if training.keep_last_and_best_only:
+            self.store.prune({epoch, self.best_epoch()})
+
+    def train_epoch(self, description: str) -> float:
+        """One pass over the training batches; returns the item-weighted mean loss."""
+        task, model, device = self.task, self.model, self.device
+        model.train()
+        total_loss, total_items = 0.0, 0
+        num_batches = len(self.train_loader)
+        # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
+        bar = tqdm(
+            self.train_loader,
+            desc=description,
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )
+        for index, batch in enumerate(bar):
+            batch = task.augment(batch, self.augmentation)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.mixed_precision):
+                outputs = task.forward(model, batch, device)
+            loss = task.loss(outputs, batch, device)
+            self.step(loss, index, num_batches)
+            items = task.batch_size(batch)
+            total_loss += loss.item() * items
+            total_items += items
+            bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
+        return total_loss / max(total_items, 1)
