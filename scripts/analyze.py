@@ -7,50 +7,17 @@ sends the reports the `report` section switches on, and prints the statistics ta
 data changed since they ran are listed as stale, never in the statistics. A report that cannot be
 sent (no network, bad credentials) says so in one line and the others carry on; a folder that
 cannot be written is one line and exit code 2. `--dry-run` sends nothing and prints the Google
-Sheet rows it would write.
+Sheet rows it would write. The job schema is speechbed.reports.analyze_job.AnalyzeJob.
 """
 
 import sys
 from functools import partial
-from pathlib import Path
-
-from pydantic import Field
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import JobSchema
 from speechbed.reports.analysis import send_reports, summary_text, write_tables_and_plots
-from speechbed.reports.results import load_results, run_index
-from speechbed.reports.settings import ReportSettings
+from speechbed.reports.analyze_job import AnalyzeJob
+from speechbed.reports.results import load_results
 from speechbed.step_runner import JobContext, run_jobs_cli
-
-
-class AnalyzeJob(JobSchema):
-    experiments: list[str] = Field(
-        min_length=1, description="experiment names (folders under artifacts_directory)"
-    )
-    artifacts_directory: Path = Field(description="where the experiments' run folders are")
-    runs: list[str] | None = Field(
-        None, description="only these run ids (null: every run listed in runs.json)"
-    )
-    output_path: Path | None = Field(
-        None, description="analysis folder (null: <artifacts>/<names joined by +>/analysis)"
-    )
-    report: ReportSettings = Field(default_factory=ReportSettings, description="reports to send")
-
-    def output_folder(self) -> Path:
-        return (
-            self.output_path or self.artifacts_directory / "+".join(self.experiments) / "analysis"
-        )
-
-    def lineage_paths(self) -> tuple[list[Path], list[Path]]:
-        """Inputs: each experiment's runs.json and its runs' results and histories."""
-        inputs = []
-        for experiment in self.experiments:
-            folder = self.artifacts_directory / experiment
-            inputs.append(folder / "runs.json")
-            for run_id in self.runs or sorted(run_index(folder)):
-                inputs += [folder / run_id / "results.json", folder / run_id / "hist.csv"]
-        return inputs, [self.output_folder()]
 
 
 def run(job: AnalyzeJob, context: JobContext, dry_run: bool = False) -> None:

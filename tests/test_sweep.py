@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -288,3 +289,105 @@ def test_cuda_runs_without_gpus_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(UserInputError, match="asks for 1 GPU"):
         check_gpus(1, "", {}, experiment)
     check_gpus(1, "3", {}, experiment)  # one fake GPU is enough
+
+
+# --------------------------------------------------------------------------- the experiment loader
+
+
+def test_a_key_given_twice_in_an_experiment_file_is_an_error_naming_its_line(tmp_path):
+    text = EXPERIMENT.replace(
+        "training: {num_epochs: 1}\n", "training: {num_epochs: 1}\ntraining: {num_epochs: 2}\n"
+    )
+    with pytest.raises(UserInputError) as caught:
+        load_experiment(_write_experiment(tmp_path, text))
+    message = str(caught.value)
+    assert f"{tmp_path / 'study.yml'}:6:" in message
+    assert "duplicate key 'training'" in message and "line 5" in message
+
+
+def test_a_key_given_twice_inside_a_sweep_entry_is_an_error_naming_its_line(tmp_path):
+    text = EXPERIMENT.replace("    seed: [1, 2]\n", "    seed: [1, 2]\n    seed: [3]\n")
+    with pytest.raises(UserInputError, match=r"study\.yml:12: duplicate key 'seed'"):
+        load_experiment(_write_experiment(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "old, new, line, key, nearest",
+    [
+        ("report: {comet: false}", "reprot: {comet: false}", 6, "reprot", "report"),
+        ("report: {comet: false}", "report: {comet: false, coment_project: x}", 6,
+         "report.coment_project", "comet_project"),
+        ("model: {recurrent_size: 8,", "model: {recurent_size: 8,", 4, "model.recurent_size",
+         "recurrent_size"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_names_file_line_and_the_nearest_known_key(
+    tmp_path, old, new, line, key, nearest
+):
+    with pytest.raises(UserInputError) as caught:
+        load_experiment(_write_experiment(tmp_path, EXPERIMENT.replace(old, new)))
+    message = str(caught.value)
+    assert f"{tmp_path / 'study.yml'}:{line}:" in message
+    assert f"unknown key '{key}'" in message and f"did you mean '{nearest}'" in message
+
+
+def test_a_value_a_sweep_entry_sets_is_named_at_its_line_in_the_entry(tmp_path):
+    text = EXPERIMENT.replace(
+        "      - {convolutional_mellin: true}\n",
+        "      - {convolutional_mellin: true}\n"
+        "      - {convolutional_mellin: true, recurrent_type: Transformer}\n",
+    )
+    with pytest.raises(UserInputError) as caught:
+        load_experiment(_write_experiment(tmp_path, text))
+    message = str(caught.value)
+    assert f"{tmp_path / 'study.yml'}:11: sweep entry 0, run " in message
+    assert "key 'model.recurrent_type'" in message and "'Transformer'" in message
+
+
+def test_a_malformed_variable_reference_names_its_line_and_variables_stay_as_written(tmp_path):
+    broken = EXPERIMENT.replace("${CACHE_DIRECTORY}/corpus", "${CACHE DIRECTORY}/corpus")
+    with pytest.raises(UserInputError, match=r"study\.yml:3: '\$\{CACHE DIRECTORY\}'"):
+        load_experiment(_write_experiment(tmp_path, broken))
+    # a valid reference is kept, set or not, with its default and its escapes
+    text = EXPERIMENT.replace(
+        "feature: fbank-81-10ms}", "feature: fbank-81-10ms, train_partition: '${P:-train}'}"
+    ).replace("report: {comet: false}", "report: {comet: false, worksheet: '$${literal}'}")
+    experiment = load_experiment(_write_experiment(tmp_path, text))
+    data = experiment.runs[0].config["data"]
+    assert data["cache_directory"] == "${CACHE_DIRECTORY}/corpus/fbank-81-10ms"
+    assert data["train_partition"] == "${P:-train}"
+    assert experiment.report.worksheet == "$${literal}"
+
+
+def test_an_empty_section_is_the_section_left_out(tmp_path):
+    path = _write_experiment(tmp_path, EXPERIMENT.replace("report: {comet: false}", "report:"))
+    from speechbed.reports.settings import ReportSettings
+
+    assert load_experiment(path).report == ReportSettings()
+
+
+def test_the_written_job_files_load_as_their_scripts_jobs(tmp_path):
+    from speechbed.features.compute_job import ComputeFeaturesJob
+    from speechbed.reports.analyze_job import AnalyzeJob
+
+    experiment = load_experiment(_write_experiment(tmp_path))
+    root, artifacts = tmp_path / "repo", tmp_path / "artifacts"
+    write_experiment(experiment, root, artifacts)
+    out = root / "experiments" / "out" / "study"
+    environ = {"ARTIFACTS_DIRECTORY": str(artifacts), "CACHE_DIRECTORY": "/cache"}
+    (cache,) = load_jobs(out / "cache.yml", ComputeFeaturesJob, environ)
+    assert cache.input_path == Path("/cache/corpus/manifests")
+    assert cache.partitions == ["train", "dev", "test"]
+    (analyze,) = load_jobs(out / "analyze.yml", AnalyzeJob, environ)
+    assert analyze.experiments == ["study"] and analyze.artifacts_directory == artifacts
+    assert not analyze.report.comet
+    assert analyze.output_folder() == artifacts / "study" / "analysis"
+    index = json.loads((artifacts / "study" / "runs.json").read_text())
+    assert list(index) == [run.run_id for run in experiment.runs]
+
+
+def test_a_job_file_its_script_would_refuse_is_never_written(tmp_path):
+    experiment = load_experiment(_write_experiment(tmp_path, name="two words"))
+    with pytest.raises(UserInputError, match="two words.yml: train.yml: key 'name'"):
+        write_experiment(experiment, tmp_path / "repo", tmp_path / "artifacts")
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "artifacts").exists()

@@ -250,7 +250,22 @@ def _merge(defaults: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def _read(path: str | Path, environ: Mapping[str, str] | None) -> tuple[Any, dict[Location, int]]:
+class _EveryVariable(Mapping[str, str]):
+    """An environment in which every variable is set: only the references' form is checked."""
+
+    def __getitem__(self, name: str) -> str:
+        return ""
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _read(
+    path: str | Path, environ: Mapping[str, str] | None, keep_variables: bool = False
+) -> tuple[Any, dict[Location, int]]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -258,7 +273,21 @@ def _read(path: str | Path, environ: Mapping[str, str] | None) -> tuple[Any, dic
         raise UserInputError(f"{path}: job file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path}: cannot read job file: {error}") from None
+    if keep_variables:
+        substitute_variables(text, path, _EveryVariable())  # the same errors for bad references
+        return _parse_yaml(text, path)
     return _parse_yaml(substitute_variables(text, path, environ), path)
+
+
+def load_document(
+    path: str | Path, environ: Mapping[str, str] | None = None, keep_variables: bool = False
+) -> tuple[Any, dict[Location, int]]:
+    """A job file's document and the line of every key path, for files validated in parts.
+
+    With ``keep_variables`` the ``${VAR}`` references are checked but left as written (the
+    sweep copies them into the run configs, whose scripts resolve them).
+    """
+    return _read(path, environ, keep_variables)
 
 
 # --------------------------------------------------------------------------- validation
@@ -353,6 +382,17 @@ def _validate(
         raise UserInputError(
             _format_errors(error, schema, source, lines, prefix, job_label)
         ) from None
+
+
+def validate_document(
+    schema: type[Schema],
+    raw: Any,
+    source: str | Path,
+    lines: dict[Location, int],
+    label: str = "file",
+) -> Schema:
+    """Validate a part of a document from ``load_document``; errors name file:line and key."""
+    return _validate(schema, raw, source, lines, (), label)
 
 
 def load_config(

@@ -6,13 +6,15 @@ An experiment folder (``${ARTIFACTS_DIRECTORY}/<experiment>/``) holds ``runs.jso
 run's condition and seed, by run id), one run folder per run id and ``analysis/``. A run
 folder holds the run's job file ``config.yml``, ``hist.csv`` (one row per epoch),
 ``tensorboard/``, ``checkpoints/epoch-NNNN.pt``, the best epoch's ``model.pt`` and the
-evaluation's ``results.json`` and transcripts (``<role>.hyp.trn``, ``<role>.ref.trn``).
+evaluation's ``results.json``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUN_CONFIG = "config.yml"
 HISTORY = "hist.csv"
@@ -57,10 +59,6 @@ class RunFolder:
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}.pt"
 
-    def transcript(self, role: str, side: str) -> Path:
-        """``<role>.<side>.trn``: a scored partition's (dev, test) hypotheses or references."""
-        return self.path / f"{role}.{side}.trn"
-
 
 @dataclass(frozen=True)
 class ExperimentFolder:
@@ -78,3 +76,12 @@ class ExperimentFolder:
 
     def run(self, run_id: str) -> RunFolder:
         return RunFolder(self.path / run_id)
+
+    def read_index(self) -> dict[str, dict[str, Any]]:
+        """The runs by id (``runs.json``; without it, one entry per folder with a config.yml)."""
+        if self.index.is_file():
+            return json.loads(self.index.read_text(encoding="utf-8"))
+        return {
+            path.parent.name: {"condition": "base", "seed": None, "settings": {}}
+            for path in sorted(self.path.glob(f"*/{RUN_CONFIG}"))
+        }

@@ -17,6 +17,7 @@ from speechbed.reports import comet, plots, sheets, tensorboard
 from speechbed.reports.results import ExperimentResults, read_history
 from speechbed.reports.settings import ReportSettings
 from speechbed.reports.statistics import statistics_markdown
+from speechbed.run_folder import RunFolder
 
 SHEET_COLUMNS = [
     "run_id", "experiment", "condition", "seed", "dev_per", "test_per", "epochs",
@@ -87,10 +88,10 @@ def send_reports(
     if settings.tensorboard:
         written = 0
         for row in results.runs.itertuples():
-            run_dir = Path(row.run_dir)
-            history = read_history(run_dir)
-            if history is not None and not tensorboard.has_event_files(run_dir) and not dry_run:
-                tensorboard.write_history_scalars(run_dir / "tensorboard", history)
+            run = RunFolder(Path(row.run_dir))
+            history = read_history(run.path)
+            if history is not None and not tensorboard.has_event_files(run.path) and not dry_run:
+                tensorboard.write_history_scalars(run.tensorboard, history)
                 written += 1
         statuses["tensorboard"] = (
             f"event files under the run folders ({written} written from hist.csv)"
@@ -105,7 +106,7 @@ def send_reports(
             else:
                 import yaml
 
-                config = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8"))
+                config = yaml.safe_load(RunFolder(run_dir).config.read_text(encoding="utf-8"))
                 history = read_history(run_dir)
                 final = {"dev_per": row.dev_per, "test_per": row.test_per}
                 outcome = comet.log_run(

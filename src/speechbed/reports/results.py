@@ -28,6 +28,7 @@ from speechbed.errors import UserInputError
 from speechbed.jobs import substitute_variables
 from speechbed.lineage import fingerprint, local_path
 from speechbed.reports.statistics import describe_by_condition
+from speechbed.run_folder import ExperimentFolder, RunFolder
 from speechbed.storage import repository_root, storage_directory
 
 RUN_COLUMNS = [
@@ -58,17 +59,6 @@ def default_artifacts_directory() -> Path:
     return storage_directory("ARTIFACTS_DIRECTORY", repository_root())
 
 
-def run_index(folder: Path) -> dict[str, dict[str, Any]]:
-    """An experiment's runs by id (its runs.json, else one entry per run folder)."""
-    index_path = folder / "runs.json"
-    if index_path.is_file():
-        return json.loads(index_path.read_text(encoding="utf-8"))
-    return {
-        path.parent.name: {"condition": "base", "seed": None, "settings": {}}
-        for path in sorted(folder.glob("*/config.yml"))
-    }
-
-
 def partition_scores(results: Mapping[str, Any], partition: str) -> dict[str, Any] | None:
     """One partition's entry of results.json (``{"per": ..., ...}``), or None."""
     for container in (results.get("partitions"), results):
@@ -85,7 +75,7 @@ def _as_percent(value: float) -> float:
 
 def read_history(run_dir: Path) -> pd.DataFrame | None:
     """The run's ``hist.csv`` (epoch, loss, dev_per as %, learning_rate, seconds), or None."""
-    path = run_dir / "hist.csv"
+    path = RunFolder(run_dir).history
     if not path.is_file():
         return None
     try:
@@ -138,7 +128,7 @@ def stale_reason(
         return None
     environ = os.environ if environ is None else environ
     root = repository_root(environ) if root is None else root
-    config_path = run_dir / "config.yml"
+    config_path = RunFolder(run_dir).config
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
         cache = _cache_folder(str(config["data"]["cache_directory"]), config_path, environ, root)
@@ -152,14 +142,14 @@ def stale_reason(
     return None
 
 
-def _status(run_dir: Path, history: pd.DataFrame | None, results: Mapping | None) -> str:
+def _status(run: RunFolder, history: pd.DataFrame | None, results: Mapping | None) -> str:
     if results is not None:
         return "evaluated without dev and test PER"
-    if (run_dir / "model.pt").is_file():
+    if run.model.is_file():
         return "trained, not evaluated"
     if history is not None and len(history):
         return f"training stopped or running after epoch {int(history['epoch'].max())}"
-    if (run_dir / "config.yml").is_file():
+    if run.config.is_file():
         return "not started"
     return "missing run folder"
 
@@ -175,8 +165,8 @@ def load_results(
     wanted = None if runs is None else set(runs)
     finished, unfinished, stale, histories = [], [], [], []
     for name in names:
-        folder = artifacts / name
-        index = run_index(folder) if folder.is_dir() else {}
+        folder = ExperimentFolder(artifacts / name)
+        index = folder.read_index() if folder.path.is_dir() else {}
         if not index:  # (the folder may exist only for the analysis's own lock)
             raise FileNotFoundError(f"no runs of experiment '{name}' under {artifacts}")
         for run_id, entry in index.items():
@@ -185,9 +175,10 @@ def load_results(
             condition = entry.get("condition", "base")
             if len(names) > 1:
                 condition = f"{name}: {condition}"
-            run_dir = folder / run_id
+            run = folder.run(run_id)
+            run_dir = run.path
             history = read_history(run_dir)
-            results_path = run_dir / "results.json"
+            results_path = run.results
             results = (
                 json.loads(results_path.read_text(encoding="utf-8"))
                 if results_path.is_file()
@@ -216,7 +207,7 @@ def load_results(
                 )
                 continue
             if not complete:
-                status = failed_step(artifacts, name, run_id) or _status(run_dir, history, results)
+                status = failed_step(artifacts, name, run_id) or _status(run, history, results)
                 unfinished.append({**base, "status": status, "run_dir": str(run_dir)})
                 continue
             finished.append(

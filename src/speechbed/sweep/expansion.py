@@ -87,13 +87,13 @@ def run_id_of(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:RUN_ID_LENGTH]
 
 
-def _all_paths(config: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def key_paths(config: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every key path in a nested mapping (mappings inside lists are not entered)."""
     paths = []
     if isinstance(config, Mapping):
         for key, value in config.items():
             paths.append(prefix + (str(key),))
-            paths.extend(_all_paths(value, prefix + (str(key),)))
+            paths.extend(key_paths(value, prefix + (str(key),)))
     return paths
 
 
@@ -112,7 +112,7 @@ def set_setting(
 ) -> None:
     """Apply one sweep key in place: dotted = that path, bare = every key of that name."""
     known_paths = known_paths or set()
-    present = _all_paths(config)
+    present = key_paths(config)
     if "." in key:
         path = tuple(key.split("."))
         if path not in present and path not in known_paths:

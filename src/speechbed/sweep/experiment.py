@@ -1,13 +1,16 @@
-"""Experiments: read an experiment YAML, expand its sweep, write run configs and pipelines.
+"""Experiments: expand an experiment file into run configs, job files and pipelines.
 
 Called by ``scripts/sweep_experiment.py`` (``make experiment``) and the end-to-end tests.
 
-An experiment file holds the run-config sections (``info``, ``data``, ``model``,
-``training``, ``evaluation``; see ``speechbed.training.config.RunConfig``), a ``report``
-section, an optional ``cache`` section (where the feature caches' manifests are and how to
-compute them) and an optional ``sweep:`` list. Expansion writes
-``experiments/out/<name>/{cache,train,evaluate,analyze,pipeline}.yml`` (repository-relative
-paths; run folders as ``${ARTIFACTS_DIRECTORY}/...``) and each run's ``config.yml``.
+An experiment file (read by ``speechbed.sweep.experiment_file``) holds the run-config sections
+(``info``, ``data``, ``model``, ``training``, ``evaluation``; see
+``speechbed.training.config.RunConfig``), a ``report`` section, an optional ``cache`` section
+(where the feature caches' manifests are and how to compute them) and an optional ``sweep:``
+list. Expansion writes ``experiments/out/<name>/{cache,train,evaluate,analyze,pipeline}.yml``
+(repository-relative paths; run folders as ``${ARTIFACTS_DIRECTORY}/...``), each run's
+``config.yml`` and the experiment's ``runs.json``. Every job file is a schema object of the
+script that reads it (``ComputeFeaturesJob``, ``AnalyzeJob``, ``PipelineFile``), validated
+before it is dumped.
 """
 
 from __future__ import annotations
@@ -20,149 +23,74 @@ from typing import Any
 
 import pydantic
 import yaml
-from pydantic import Field
 
+from speechbed.corpora.manifest import manifest_path
 from speechbed.errors import UserInputError
-from speechbed.jobs import JobSchema, substitute_variables
+from speechbed.features.compute_job import ComputeFeaturesJob
+from speechbed.jobs import JobSchema, Schema, substitute_variables
 from speechbed.outputs import make_folder, write_text_atomic
-from speechbed.reports.settings import ReportSettings
-from speechbed.sweep.expansion import Expansion, Run, expand
+from speechbed.pipeline.schema import PipelineFile, PipelineStep
+from speechbed.reports.analyze_job import AnalyzeJob
+from speechbed.run_folder import ExperimentFolder
+from speechbed.sweep.experiment_file import (
+    ARTIFACTS_VARIABLE,
+    Experiment,
+    load_experiment,
+    portable_folder,
+)
 
-RUN_SECTIONS = ("info", "data", "model", "training", "evaluation")
-EXPERIMENT_SECTIONS = (*RUN_SECTIONS, "report", "cache", "sweep")
-ARTIFACTS_VARIABLE = "${ARTIFACTS_DIRECTORY}"
-INDEX_NAME = "runs.json"
-
-
-class CacheSettings(JobSchema):
-    """How the cache step computes the feature caches the runs read (``cache`` section)."""
-
-    manifests: str | None = Field(
-        None,
-        description="manifest folder (<partition>.jsonl) the caches are computed from; "
-        "null: the 'manifests' folder next to data.cache_directory",
-    )
-    device: str = Field("cpu", description="cpu | cuda")
-    batch_size: int = Field(16, ge=1, description="utterances per feature batch")
-
-
-@dataclass
-class CacheNeed:
-    """One feature cache the runs read: computed from ``manifests`` into ``output_path``."""
-
-    manifests: str
-    feature: str
-    output_path: str
-    partitions: tuple[str, ...]
+__all__ = [
+    "Experiment",
+    "WrittenFiles",
+    "cache_jobs",
+    "check_gpus",
+    "check_inputs",
+    "load_experiment",
+    "write_experiment",
+]
 
 
-@dataclass
-class Experiment:
-    """A loaded experiment file, expanded."""
-
-    name: str
-    source: Path
-    document: dict[str, Any]
-    expansion: Expansion
-    report: ReportSettings
-    cache: CacheSettings
-
-    @property
-    def runs(self) -> list[Run]:
-        return self.expansion.runs
-
-
-def _run_schema() -> type[pydantic.BaseModel]:
-    # Only the schema module: the sweep never imports the training code itself.
-    from speechbed.training.config import RunConfig
-
-    return RunConfig
-
-
-def schema_paths(
-    model: type[pydantic.BaseModel], prefix: tuple[str, ...] = ()
-) -> set[tuple[str, ...]]:
-    """Every key path a pydantic schema accepts (nested models entered)."""
-    paths: set[tuple[str, ...]] = set()
-    for name, field in model.model_fields.items():
-        paths.add(prefix + (name,))
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
-            paths |= schema_paths(annotation, prefix + (name,))
-    return paths
-
-
-def run_folder(name: str, run_id: str) -> str:
-    return f"{ARTIFACTS_VARIABLE}/{name}/{run_id}"
-
-
-def load_experiment(path: str | Path) -> Experiment:
-    """Read, check and expand an experiment file; every run config is validated."""
-    path = Path(path)
+def _job(schema: type[Schema], source: Path, what: str, **values: Any) -> Schema:
+    """A generated job file as its script's schema object; a value it refuses names the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: experiment file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path}: cannot read the experiment file: {error}") from None
-    try:
-        # ${VARIABLES} stay as written: run configs keep them, so they work on any machine.
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise UserInputError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise UserInputError(f"{path}: an experiment file is a mapping of sections")
-    for key in document:
-        if key not in EXPERIMENT_SECTIONS:
-            raise UserInputError(
-                f"{path}: unknown top-level key '{key}' (sections: {', '.join(EXPERIMENT_SECTIONS)})"
-            )
-    name = path.stem
-    schema = _run_schema()
-    expansion = expand(document, RUN_SECTIONS, schema_paths(schema), source=str(path))
-    for number, run in enumerate(expansion.runs):
-        info = run.config.setdefault("info", {})
-        info["name"] = f"{name}-{run.run_id}"
-        info["run_dir"] = run_folder(name, run.run_id)
-        try:
-            schema.model_validate(run.config)
-        except pydantic.ValidationError as error:
-            problems = "; ".join(
-                f"key '{'.'.join(str(part) for part in item['loc'])}': {item['msg']}"
-                for item in error.errors()
-            )
-            where = f"sweep entry {run.sweep_index}, " if run.sweep_index is not None else ""
-            raise UserInputError(
-                f"{path}: {where}run {number} ({run.condition()}): {problems}"
-            ) from None
-    try:
-        report = ReportSettings.model_validate(document.get("report") or {})
-        cache = CacheSettings.model_validate(document.get("cache") or {})
+        return schema.model_validate(values)
     except pydantic.ValidationError as error:
-        raise UserInputError(f"{path}: report/cache section: {error}") from None
-    return Experiment(name, path, document, expansion, report, cache)
+        problems = "; ".join(
+            f"key '{'.'.join(str(part) for part in item['loc'])}': {item['msg']}"
+            for item in error.errors()
+        )
+        raise UserInputError(f"{source}: {what}: {problems}") from None
 
 
-def cache_needs(experiment: Experiment) -> list[CacheNeed]:
-    """The distinct feature caches the runs read, with the partitions each must hold."""
-    needs: dict[tuple[str, str], CacheNeed] = {}
+def cache_jobs(experiment: Experiment) -> list[ComputeFeaturesJob]:
+    """One job per distinct feature cache the runs read, with every partition they read."""
+    needs: dict[tuple[str, str], dict[str, Any]] = {}
     for run in experiment.runs:
         data = run.config.get("data", {})
         output = str(data["cache_directory"])
-        feature = str(data.get("feature", "fbank-81-10ms"))
+        feature = data.get("feature", "fbank-81-10ms")
         manifests = experiment.cache.manifests or str(PurePosixPath(output).parent / "manifests")
-        partitions = tuple(data.get(f"{role}_partition", role) for role in ("train", "dev", "test"))
-        key = (output, feature)
-        if key in needs:
-            merged = dict.fromkeys(needs[key].partitions + partitions)
-            needs[key].partitions = tuple(merged)
-        else:
-            needs[key] = CacheNeed(manifests, feature, output, tuple(dict.fromkeys(partitions)))
-    return list(needs.values())
+        partitions = [data.get(f"{role}_partition", role) for role in ("train", "dev", "test")]
+        need = needs.setdefault(
+            (output, json.dumps(feature, sort_keys=True)),
+            {"input_path": manifests, "partitions": [], "feature": feature, "output_path": output},
+        )
+        need["partitions"] = list(dict.fromkeys(need["partitions"] + partitions))
+    return [
+        _job(
+            ComputeFeaturesJob,
+            experiment.source,
+            f"the cache of {need['output_path']}",
+            **need,
+            device=experiment.cache.device,
+            batch_size=experiment.cache.batch_size,
+        )
+        for need in needs.values()
+    ]
 
 
-def _resolve(text: str, environ: Mapping[str, str]) -> Path:
-    return Path(substitute_variables(text, "experiment", environ))
+def _resolve(path: Path, environ: Mapping[str, str]) -> Path:
+    return Path(substitute_variables(str(path), "experiment", environ))
 
 
 def check_inputs(
@@ -170,14 +98,14 @@ def check_inputs(
 ) -> list[str]:
     """What the runs need that is missing: manifests (with the cache step) or the caches."""
     missing = []
-    for need in cache_needs(experiment):
-        for partition in need.partitions:
+    for job in cache_jobs(experiment):
+        for partition in job.partitions or ():
             if populate_cache:
-                manifest = _resolve(need.manifests, environ) / f"{partition}.jsonl"
+                manifest = manifest_path(_resolve(job.input_path, environ), partition)
                 if not manifest.is_file():
-                    missing.append(f"manifest {manifest} (input of the {need.feature} cache)")
+                    missing.append(f"manifest {manifest} (input of the {job.feature} cache)")
             else:
-                store = _resolve(need.output_path, environ) / f"{partition}.zarr"
+                store = _resolve(job.output_path, environ) / f"{partition}.zarr"
                 if not store.exists():
                     missing.append(
                         f"feature cache {store} (add 'populate_cache: true' to a sweep entry, "
@@ -222,8 +150,16 @@ def _dump(path: Path, document: Mapping[str, Any], header: str) -> None:
     write_text_atomic(path, text)
 
 
-def _pipeline(name: str, num_jobs: int, jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "num_jobs": num_jobs, "jobs": jobs}
+def _dump_job(path: Path, job: JobSchema | list[JobSchema], header: str) -> None:
+    """Write a schema object (or a ``jobs:`` list of them) as a job file: the keys each was
+    given, in the schema's order."""
+
+    def keys(one: JobSchema) -> dict[str, Any]:
+        return one.model_dump(mode="json", exclude_unset=True)
+
+    _dump(
+        path, {"jobs": [keys(one) for one in job]} if isinstance(job, list) else keys(job), header
+    )
 
 
 @dataclass
@@ -248,12 +184,16 @@ def write_experiment(
 
     Every file is written whole or not at all; a folder that cannot be written (read-only,
     no permission, full disk) is an ``OutputError`` naming it, raised before any file is
-    written when the folders themselves cannot be made.
+    written when the folders themselves cannot be made. A job file the schema of its script
+    refuses is a ``UserInputError`` raised before anything is written.
     """
     name = experiment.name
+    folder = ExperimentFolder(artifacts / name)
     out = root / "experiments" / "out" / name
-    for folder in (artifacts / name, out):
-        make_folder(folder)
+    relative_out = PurePosixPath("experiments", "out", name)
+    files = _job_files(experiment, relative_out, num_gpus, num_jobs, run_in, gpus)
+    for made in (folder.path, out):
+        make_folder(made)
     try:
         source = experiment.source.resolve().relative_to(root.resolve())
     except ValueError:
@@ -261,65 +201,63 @@ def write_experiment(
     header = f"# generated by scripts/sweep_experiment.py from {source}; do not edit\n"
     run_configs = []
     for run in experiment.runs:
-        path = artifacts / name / run.run_id / "config.yml"
+        path = folder.run(run.run_id).config
         _dump(path, run.config, header)
         run_configs.append(path)
     index = {
         run.run_id: {"condition": run.condition(), "seed": run.seed(), "settings": run.settings}
         for run in experiment.runs
     }
-    write_text_atomic(artifacts / name / INDEX_NAME, json.dumps(index, indent=2, default=str))
+    write_text_atomic(folder.index, json.dumps(index, indent=2, default=str))
+    for file_name, job in files.items():
+        _dump_job(out / file_name, job, header)
+    return WrittenFiles(out, out / "pipeline.yml", run_configs)
 
-    relative_out = PurePosixPath("experiments", "out", name)
+
+def _job_files(
+    experiment: Experiment,
+    out: PurePosixPath,
+    num_gpus: int,
+    num_jobs: int,
+    run_in: str,
+    gpus: str | None,
+) -> dict[str, JobSchema]:
+    """The experiment's job files by name, each the schema object of the script that reads it."""
+    name, source = experiment.name, experiment.source
     inner_args = ["--gpus", gpus] if gpus else []
 
-    def step_jobs(script: str, step: str, gpus_per_job: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "script": script,
-                "config": f"{run_folder(name, run.run_id)}/config.yml",
-                "name": f"{step}-{run.run_id}",
-                "run_in": run_in,
-                "num_gpus": gpus_per_job,
-            }
+    def runs_pipeline(script: str, step: str) -> PipelineFile:
+        steps = [
+            _job(
+                PipelineStep,
+                source,
+                f"{step}.yml",
+                script=script,
+                config=str(portable_folder(name).run(run.run_id).config),
+                name=f"{step}-{run.run_id}",
+                run_in=run_in,
+                num_gpus=num_gpus,
+            )
             for run in experiment.runs
         ]
+        return _job(PipelineFile, source, f"{step}.yml", name=f"{name}-{step}",
+                    num_jobs=num_jobs, jobs=steps)  # fmt: skip
 
-    feature_jobs = {
-        "jobs": [
-            {
-                "input_path": need.manifests,
-                "partitions": list(need.partitions),
-                "feature": need.feature,
-                "output_path": need.output_path,
-                "device": experiment.cache.device,
-                "batch_size": experiment.cache.batch_size,
-            }
-            for need in cache_needs(experiment)
-        ]
-    }
-    _dump(out / "cache.yml", feature_jobs, header)
-    _dump(
-        out / "train.yml",
-        _pipeline(f"{name}-train", num_jobs, step_jobs("scripts/train.py", "train", num_gpus)),
-        header,
-    )
-    _dump(
-        out / "evaluate.yml",
-        _pipeline(
-            f"{name}-evaluate", num_jobs, step_jobs("scripts/evaluate.py", "evaluate", num_gpus)
+    files: dict[str, JobSchema | list[JobSchema]] = {
+        "cache.yml": list(cache_jobs(experiment)),
+        "train.yml": runs_pipeline("scripts/train.py", "train"),
+        "evaluate.yml": runs_pipeline("scripts/evaluate.py", "evaluate"),
+        "analyze.yml": _job(
+            AnalyzeJob,
+            source,
+            "analyze.yml",
+            experiments=[name],
+            artifacts_directory=ARTIFACTS_VARIABLE,
+            # The run ids make this file change when the runs change, so the pipeline reruns it.
+            runs=[run.run_id for run in experiment.runs],
+            report=experiment.report.model_dump(),
         ),
-        header,
-    )
-    analyze_job = {
-        "experiments": [name],
-        "artifacts_directory": ARTIFACTS_VARIABLE,
-        # The run ids make this file change when the runs change, so the pipeline reruns it.
-        "runs": [run.run_id for run in experiment.runs],
-        "report": experiment.report.model_dump(),
     }
-    _dump(out / "analyze.yml", analyze_job, header)
-    cache_gpus = 1 if experiment.cache.device == "cuda" else 0
     steps = []
     if experiment.expansion.populate_cache:
         steps.append(("cache", "scripts/compute_features.py", "cache.yml", []))
@@ -328,18 +266,23 @@ def write_experiment(
         ("evaluate", "scripts/pipeline.py", "evaluate.yml", inner_args),
         ("analyze", "scripts/analyze.py", "analyze.yml", []),
     ]
-    outer_jobs = [
-        {
-            "script": script,
-            "config": str(relative_out / config),
-            "name": f"{name}-{step}",
+    cache_gpus = 1 if experiment.cache.device == "cuda" else 0
+    outer_steps = [
+        _job(
+            PipelineStep,
+            source,
+            "pipeline.yml",
+            script=script,
+            config=str(out / config),
+            name=f"{name}-{step}",
             # the pipelines inside choose run_in per job; the cache step runs like them
-            "run_in": run_in if script != "scripts/pipeline.py" else "host",
-            "num_gpus": cache_gpus if step == "cache" else 0,
-            "blocking": True,
-            "args": list(args),
-        }
+            run_in=run_in if script != "scripts/pipeline.py" else "host",
+            num_gpus=cache_gpus if step == "cache" else 0,
+            blocking=True,
+            args=list(args),
+        )
         for step, script, config, args in steps
     ]
-    _dump(out / "pipeline.yml", _pipeline(name, 1, outer_jobs), header)
-    return WrittenFiles(out, out / "pipeline.yml", run_configs)
+    files["pipeline.yml"] = _job(PipelineFile, source, "pipeline.yml", name=name, num_jobs=1,
+                                 jobs=outer_steps)  # fmt: skip
+    return files
