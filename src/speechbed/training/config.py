@@ -13,7 +13,7 @@ import pydantic
 from pydantic import Field
 
 from speechbed.jobs import JobSchema
-from speechbed.training.task import DEFAULT_TASK, TASKS
+from speechbed.tasks import DEFAULT_TASK, TASKS, unknown_task
 
 
 class InfoConfig(JobSchema):
@@ -217,8 +217,9 @@ class RunConfig(JobSchema):
     @pydantic.field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"{value!r} is not a task (known: {', '.join(sorted(TASKS))})")
+        problem = unknown_task(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @property

@@ -25,9 +25,9 @@ from typing import Any
 from speechbed.code_versions import CODE_VERSIONS
 from speechbed.lineage import digest, fingerprint
 from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
+from speechbed.tasks import DEFAULT_TASK
 from speechbed.training.config import RunConfig
 from speechbed.training.data import partition_path
-from speechbed.training.task import DEFAULT_TASK
 
 #: Bump when a change of the training code changes what a run trains; runs of older code
 #: are then moved aside and trained again.

@@ -1,30 +1,23 @@
 """The task interface: what a recipe supplies to the one training loop and to evaluation.
 
-The run config's ``task`` names a task registered in ``TASKS``; ``make_task`` imports its module
-only then (tasks import the training layer, never the other way round). Implemented in
-speechbed.tasks; called by speechbed.training.trainer, .loop and .evaluation.
+Implemented by the tasks in speechbed.tasks (registered there by name); ``make_task`` finds
+the run's task; called by speechbed.training.trainer, .loop and .evaluation.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-if TYPE_CHECKING:  # the run config is read where torch is not: no torch import at run time here
+from speechbed.tasks import task_class
+
+if TYPE_CHECKING:  # types only: the interface itself needs neither torch nor the config
     import torch
     from torch.utils.data import DataLoader
 
     from speechbed.run_folder import RunFolder
     from speechbed.training.config import RunConfig
-
-#: Task name (the run config's ``task``) -> ``module:class`` of its implementation.
-TASKS: dict[str, str] = {
-    "ctc_phones": "speechbed.tasks.ctc_phones:CtcPhonesTask",
-}
-DEFAULT_TASK = "ctc_phones"
 
 
 class BuiltModel(NamedTuple):
@@ -114,16 +107,6 @@ class Task(ABC):
         """
 
 
-def task_class(name: str) -> type[Task]:
-    """The class registered as ``name``; ValueError naming the known tasks when unknown."""
-    if name not in TASKS:
-        close = get_close_matches(name, TASKS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{name!r} is not a task (known: {', '.join(sorted(TASKS))}){hint}")
-    module, attribute = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 def make_task(config: RunConfig) -> Task:
-    """The run's task, set up with its config."""
+    """The run's task (``config.task``, looked up by name in speechbed.tasks), set up with it."""
     return task_class(config.task)(config)
