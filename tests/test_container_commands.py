@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import referenced_variables
+from speechbed.jobs import referenced_variables, substitute_variables
+from speechbed.pipeline.container import executor as container_executor
 from speechbed.pipeline.container.commands import (
     Mount,
     build_command,
@@ -29,8 +30,9 @@ from speechbed.pipeline.container.commands import (
 )
 from speechbed.pipeline.container.executor import ContainerExecutor
 from speechbed.pipeline.container.settings import ContainerSettings
+from speechbed.pipeline.launch import Launch
 from speechbed.pipeline.plan import PlannedJob
-from speechbed.services import service_invocation
+from speechbed.services import service_command, service_invocation
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPOSITORY / "docker" / "Dockerfile"
@@ -368,3 +370,61 @@ def test_command_line_explains_a_missing_engine(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "docker (CONTAINER_ENGINE) is not installed" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# --------------------------------------------------------------------------- one rule each
+
+
+def test_referenced_variables_are_exactly_what_substitution_looks_up() -> None:
+    class Recording(dict):
+        def __contains__(self, name: object) -> bool:
+            looked_up.add(str(name))
+            return True
+
+        def __getitem__(self, name: str) -> str:
+            return "x"
+
+    texts = [
+        "a: ${DATA_DIRECTORY}/x\nb: ${MODEL:-lstm}\nc: $${LITERAL}\nd: $HOME\n",
+        "e: $$${ESCAPED}\nf: ${A}${B:-}\ng: '${C:-a:-b}'\n",
+        "h: ${UNCLOSED\ni: ${D}\nj: ${E:-x\n}\n",
+    ]
+    for text in texts:
+        looked_up: set[str] = set()
+        substitute_variables(text, "t.yml", Recording())
+        assert referenced_variables(text) == looked_up, text
+    assert referenced_variables(texts[1]) == {"A", "B", "C"}
+    assert referenced_variables(texts[2]) == {"D"}  # a reference never spans lines
+
+
+def test_launch_hands_the_container_name_to_cleanup(folders, monkeypatch) -> None:
+    config = folders["repo"] / "t.yml"
+    config.write_text("a: 1\n")
+    environ = _environ(folders, CONTAINER_ENGINE="docker", PATH="/bin")
+    launch = ContainerExecutor(environ).launch(_job(folders, config), [], environ)
+    assert launch.handle == launch.argv[launch.argv.index("--name") + 1]
+    removed: list[str] = []
+    monkeypatch.setattr(
+        container_executor, "remove_container", lambda name, env: removed.append(name)
+    )
+    bare = Launch(argv=["docker", "run", "image"], env=launch.env, cwd=launch.cwd, handle="c-1")
+    ContainerExecutor(environ).cleanup(_job(folders, config), bare)
+    assert removed == ["c-1"]  # from the handle, not from argv
+
+
+def test_services_share_one_command_line_on_the_host_and_in_the_image(folders) -> None:
+    host = service_command("tensorboard", "127.0.0.1", 16006, folders["repo"], folders["data"])
+    inside = service_invocation("tensorboard", folders["repo"], _environ(folders), 16006)
+    assert host.argv[1:] == [
+        "-m", "tensorboard.main", "--host=127.0.0.1", "--port=16006",
+        f"--logdir={folders['data']}", "--reload_interval=15",
+    ]  # fmt: skip
+    assert inside.argv[-6:] == [
+        "-m", "tensorboard.main", "--bind_all", "--port=6006",
+        "--logdir=/storage/artifacts", "--reload_interval=15",
+    ]  # fmt: skip
+    lab = service_command("jupyter", "127.0.0.1", 18888, folders["repo"], folders["data"], "t")
+    assert (
+        lab.url == "http://127.0.0.1:18888/lab?token=t" and lab.environment["JUPYTER_TOKEN"] == "t"
+    )
+    assert not any("t" == item or "token=t" in item for item in lab.argv)
