@@ -157,9 +157,8 @@ def _dump_job(path: Path, job: JobSchema | list[JobSchema], header: str) -> None
     def keys(one: JobSchema) -> dict[str, Any]:
         return one.model_dump(mode="json", exclude_unset=True)
 
-    _dump(
-        path, {"jobs": [keys(one) for one in job]} if isinstance(job, list) else keys(job), header
-    )
+    document = {"jobs": [keys(one) for one in job]} if isinstance(job, list) else keys(job)
+    _dump(path, document, header)
 
 
 @dataclass
@@ -221,7 +220,7 @@ def _job_files(
     num_jobs: int,
     run_in: str,
     gpus: str | None,
-) -> dict[str, JobSchema]:
+) -> dict[str, JobSchema | list[JobSchema]]:
     """The experiment's job files by name, each the schema object of the script that reads it."""
     name, source = experiment.name, experiment.source
     inner_args = ["--gpus", gpus] if gpus else []
@@ -244,7 +243,7 @@ def _job_files(
                     num_jobs=num_jobs, jobs=steps)  # fmt: skip
 
     files: dict[str, JobSchema | list[JobSchema]] = {
-        "cache.yml": list(cache_jobs(experiment)),
+        "cache.yml": [*cache_jobs(experiment)],
         "train.yml": runs_pipeline("scripts/train.py", "train"),
         "evaluate.yml": runs_pipeline("scripts/evaluate.py", "evaluate"),
         "analyze.yml": _job(
