@@ -6,7 +6,7 @@ An experiment folder (``${ARTIFACTS_DIRECTORY}/<experiment>/``) holds ``runs.jso
 run's condition and seed, by run id), one run folder per run id and ``analysis/``. A run
 folder holds the run's job file ``config.yml``, ``hist.csv`` (one row per epoch),
 ``tensorboard/``, ``checkpoints/epoch-NNNN.pt``, the best epoch's ``model.pt`` and the
-evaluation's ``results.json``.
+evaluation's ``results.json`` and transcripts (``<role>.hyp.trn``, ``<role>.ref.trn``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ class RunFolder:
 
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}.pt"
+
+    def transcript(self, role: str, side: str) -> Path:
+        """``<role>.<side>.trn``: a scored partition's (dev, test) hypotheses or references."""
+        return self.path / f"{role}.{side}.trn"
 
 
 @dataclass(frozen=True)
