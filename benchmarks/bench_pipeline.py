@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from speechbed.storage import repository_root
+
 NUM_JOBS = 300
 ROUNDS = 2
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repository_root()
 
 
 def _write_pipeline(folder: Path) -> tuple[Path, Path, Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from speechbed.errors import UserInputError
 from speechbed.pipeline.cli import main as run_pipeline
-from speechbed.storage import storage_directory
+from speechbed.storage import repository_root, storage_directory
 from speechbed.sweep.experiment import (
     check_gpus,
     check_inputs,
@@ -22,7 +22,7 @@ from speechbed.sweep.experiment import (
     write_experiment,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = repository_root()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import referenced_variables, substitute_variables
 from speechbed.pipeline.container import executor as container_executor
 from speechbed.pipeline.container.commands import (
     Mount,
@@ -33,6 +32,7 @@ from speechbed.pipeline.container.settings import ContainerSettings
 from speechbed.pipeline.launch import Launch
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.services import service_command, service_invocation
+from speechbed.variables import referenced_variables, substitute_variables
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPOSITORY / "docker" / "Dockerfile"

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from pydantic import Field
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import JobSchema, describe_schema, load_config, load_jobs, substitute_variables
+from speechbed.jobs import JobSchema, describe_schema, load_config, load_jobs
 from speechbed.step_runner import JobContext, run_jobs_cli
+from speechbed.variables import substitute_variables
 
 
 class Window(JobSchema):

@@ -1,4 +1,5 @@
-"""Tests of the task layer: registry, layers and import graph, the trainer's collaborators, token lists.
+"""Tests of the task layer: registry, the trainer's collaborators, token lists (the import
+graph and its layers: test_imports.py).
 
 The ctc_phones task's training and scoring themselves are tested in test_training*.py and
 test_decoding.py; here: what any task relies on.
@@ -6,8 +7,6 @@ test_decoding.py; here: what any task relies on.
 
 from __future__ import annotations
 
-import ast
-import graphlib
 import json
 import subprocess
 import sys
@@ -31,71 +30,6 @@ from speechbed.training.run_log import best_epoch
 from speechbed.training.stopping import EarlyStopping
 from speechbed.training.task import Task, make_task
 
-SOURCE = Path(__file__).resolve().parents[1] / "src"
-#: The packages of this layer, each with what it must never import (DESIGN: layers point down).
-FORBIDDEN = {
-    "speechbed.models": ("speechbed.training", "speechbed.tasks", "speechbed.decoding",
-                         "speechbed.corpora", "speechbed.features", "speechbed.jobs"),
-    "speechbed.decoding": ("speechbed.training", "speechbed.tasks", "speechbed.models",
-                           "speechbed.jobs"),
-    "speechbed.tasks": (),
-    "speechbed.training": (),
-}  # fmt: skip
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SOURCE).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """speechbed modules ``name`` imports anywhere (top, in functions, under TYPE_CHECKING).
-
-    A package's ``__init__`` re-exporting its own modules is not counted as a cycle: a
-    module's parent packages are left out (importing it runs them first anyway).
-    """
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
-            for alias in node.names:
-                submodule = f"{base}.{alias.name}"
-                found.add(submodule if submodule in known else base)
-    parents = {".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)}
-    return {
-        target for target in found if target.startswith("speechbed") and target != name
-    } - parents
-
-
-def _graph() -> dict[str, set[str]]:
-    paths = {
-        _module_name(path): path
-        for package in FORBIDDEN
-        for path in sorted(SOURCE.joinpath(*package.split(".")).rglob("*.py"))
-    }
-    return {name: _imports(name, path, set(paths)) for name, path in paths.items()}
-
-
-def test_layers_point_down_and_no_import_cycle():
-    graph = _graph()
-    for name, targets in graph.items():
-        package = next(package for package in FORBIDDEN if name.startswith(package))
-        wrong = sorted(
-            target for target in targets for forbidden in FORBIDDEN[package]
-            if target == forbidden or target.startswith(forbidden + ".")
-        )  # fmt: skip
-        assert not wrong, f"{name} imports {wrong}"
-    inside = {name: {t for t in targets if t in graph} for name, targets in graph.items()}
-    graphlib.TopologicalSorter(inside).prepare()  # CycleError names the cycle
-
 
 def test_the_run_config_and_registry_import_no_ml_code():
     # the sweep validates runs against RunConfig and never imports the ML code
@@ -108,12 +42,6 @@ def test_the_run_config_and_registry_import_no_ml_code():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert found.strip() == "[]"
-
-
-def test_modules_stay_small():
-    for package in FORBIDDEN:
-        for path in SOURCE.joinpath(*package.split(".")).rglob("*.py"):
-            assert len(path.read_text().splitlines()) <= 400, path
 
 
 def test_tasks_are_found_by_name_and_unknown_names_are_refused():

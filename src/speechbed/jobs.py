@@ -4,16 +4,13 @@
 sweep call ``load_config`` for whole-file schemas.
 
 A job file holds one job (a mapping) or a ``jobs:`` list; its other top-level keys are
-defaults shared by every job. ``${VAR}`` and ``${VAR:-default}`` are substituted from the
-environment before parsing (``$${`` writes a literal ``${``). Every error names the file,
-the line, the job index and the key.
+defaults shared by every job. ``${VAR}`` references are substituted before parsing
+(``speechbed.variables``). Every error names the file, the line, the job index and the key.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,9 +22,8 @@ import pydantic_core
 import yaml
 
 from speechbed.errors import UserInputError
+from speechbed.variables import substitute_variables
 
-_VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # libyaml's safe loader when PyYAML was built with it (same documents, ~10x faster).
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -137,60 +133,6 @@ def output_path(*args: Any, **kwargs: Any) -> Any:
 
 Schema = TypeVar("Schema", bound=pydantic.BaseModel)
 Location = tuple[str | int, ...]
-
-
-# --------------------------------------------------------------------------- substitution
-
-
-def substitute_variables(
-    text: str, source: str | Path, environ: Mapping[str, str] | None = None
-) -> str:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` line by line; unset variables are errors."""
-    environ = os.environ if environ is None else environ
-    lines = text.split("\n")  # not splitlines(): it also splits at \x1c-\x1e, \v, \f, ...
-    for number, line in enumerate(lines, start=1):
-
-        def replace(match: re.Match[str], number: int = number) -> str:
-            if match.group(1):  # "$${...}" is an escaped literal "${...}"
-                return "${" + match.group(2) + "}"
-            name, has_default, default = match.group(2).partition(":-")
-            if "${" in default:
-                raise UserInputError(
-                    f"{source}:{number}: '{match.group(0)}': a default cannot hold another "
-                    "${...} reference; set the variable instead"
-                )
-            if not _NAME.fullmatch(name):
-                raise UserInputError(
-                    f"{source}:{number}: '{match.group(0)}' is not a variable reference; "
-                    "write ${NAME} or ${NAME:-default} (or $${...} for a literal)"
-                )
-            if name in environ:
-                return environ[name]
-            if has_default:
-                return default
-            raise UserInputError(
-                f"{source}:{number}: variable {name} is not set; export it, set it in your "
-                f"ENV_FILE, or write ${{{name}:-default}}"
-            )
-
-        lines[number - 1] = _VARIABLE.sub(replace, line)
-    return "\n".join(lines)
-
-
-def referenced_variables(text: str) -> set[str]:
-    """The names ``substitute_variables`` would look up in ``text``.
-
-    ``${NAME}`` and ``${NAME:-default}`` count; ``$${...}`` (a literal) and references that
-    are not a variable name do not. Called by the container executor, which passes a job
-    exactly the variables its job file names.
-    """
-    names: set[str] = set()
-    for line in text.split("\n"):  # as substitute_variables reads it: line by line
-        for match in _VARIABLE.finditer(line):
-            name = match.group(2).partition(":-")[0]
-            if not match.group(1) and _NAME.fullmatch(name):
-                names.add(name)
-    return names
 
 
 # --------------------------------------------------------------------------- parsing
@@ -325,6 +267,13 @@ def _inner_model(annotation: Any) -> Any:
 
 def _dotted(location: Location) -> str:
     return ".".join(str(part) for part in location)
+
+
+def problems_in_one_line(error: pydantic.ValidationError, whole: str = "(top level)") -> str:
+    """A validation error as ``key 'a.b': message; ...`` (for values the code, not a file, gave)."""
+    return "; ".join(
+        f"key '{_dotted(tuple(item['loc'])) or whole}': {item['msg']}" for item in error.errors()
+    )
 
 
 def _format_errors(

@@ -37,7 +37,7 @@ from speechbed.pipeline.container.commands import (
 )
 from speechbed.pipeline.container.executor import container_available
 from speechbed.pipeline.container.settings import ContainerSettings
-from speechbed.storage import storage_directory
+from speechbed.storage import repository_root, storage_directory
 
 SERVICES = ("jupyter", "tensorboard")
 DEFAULT_PORTS = {
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "there, else on the host",
     )
     arguments = parser.parse_args(argv)
-    root = Path(os.environ.get("SPEECHBED_ROOT") or Path.cwd()).resolve()
+    root = repository_root()
     artifacts = storage_directory("ARTIFACTS_DIRECTORY", root)
     try:
         if arguments.stop:

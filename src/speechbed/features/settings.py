@@ -19,6 +19,7 @@ from pydantic import Field
 
 from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
+from speechbed.jobs import problems_in_one_line
 
 #: Bumped (in speechbed.code_versions) whenever the feature code changes what it writes, so old
 #: caches are recomputed. 2: stores carry an integrity record and CRC-32C per chunk.
@@ -148,10 +149,7 @@ def resolve_feature(
     try:
         return _SETTINGS_ADAPTER.validate_python(feature)
     except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'feature'}: {item['msg']}"
-            for item in error.errors()
-        )
+        problems = problems_in_one_line(error, whole="feature")
         raise UserInputError(f"bad feature settings {feature!r}: {problems}") from None
 
 

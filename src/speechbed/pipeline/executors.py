@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from speechbed.errors import UserInputError
 from speechbed.pipeline.launch import Executor, Launch
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.storage import ROOT_VARIABLE
 
 __all__ = ["EXECUTOR_FACTORIES", "Executor", "HostExecutor", "Launch", "make_executor"]
 
@@ -27,7 +28,7 @@ def job_environment(
     env = dict(base_env)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in devices)
     env["SPEECHBED_JOB_NAME"] = job.name
-    env["SPEECHBED_ROOT"] = str(job.root)
+    env[ROOT_VARIABLE] = str(job.root)
     env["PYTHONUNBUFFERED"] = "1"  # so the prefixed console output is live
     return env
 

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import load_config, substitute_variables
+from speechbed.jobs import load_config
 from speechbed.pipeline.executors import Executor, make_executor
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import job_key
 from speechbed.storage import storage_directory
+from speechbed.variables import substitute_variables
 
 
 @dataclass(frozen=True)

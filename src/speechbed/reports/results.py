@@ -25,11 +25,11 @@ import pandas as pd
 import yaml
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import substitute_variables
 from speechbed.lineage import fingerprint, local_path
 from speechbed.reports.statistics import describe_by_condition
 from speechbed.run_folder import ExperimentFolder, RunFolder
 from speechbed.storage import repository_root, storage_directory
+from speechbed.variables import substitute_variables
 
 RUN_COLUMNS = [
     "experiment", "run_id", "condition", "seed", "dev_per", "test_per", "epochs",

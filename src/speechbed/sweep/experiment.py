@@ -27,7 +27,7 @@ import yaml
 from speechbed.corpora.manifest import manifest_path
 from speechbed.errors import UserInputError
 from speechbed.features.compute_job import ComputeFeaturesJob
-from speechbed.jobs import JobSchema, Schema, substitute_variables
+from speechbed.jobs import JobSchema, Schema, problems_in_one_line
 from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.reports.analyze_job import AnalyzeJob
@@ -38,6 +38,7 @@ from speechbed.sweep.experiment_file import (
     load_experiment,
     portable_folder,
 )
+from speechbed.variables import substitute_variables
 
 __all__ = [
     "Experiment",
@@ -55,11 +56,7 @@ def _job(schema: type[Schema], source: Path, what: str, **values: Any) -> Schema
     try:
         return schema.model_validate(values)
     except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"key '{'.'.join(str(part) for part in item['loc'])}': {item['msg']}"
-            for item in error.errors()
-        )
-        raise UserInputError(f"{source}: {what}: {problems}") from None
+        raise UserInputError(f"{source}: {what}: {problems_in_one_line(error)}") from None
 
 
 def cache_jobs(experiment: Experiment) -> list[ComputeFeaturesJob]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from speechbed.errors import UserInputError
-from speechbed.jobs import referenced_variables
 from speechbed.pipeline.container.settings import GPU_MODES, ContainerSettings
 from speechbed.pipeline.plan import PlannedJob
-from speechbed.storage import STORAGE_FOLDERS, storage_directory
+from speechbed.storage import ROOT_VARIABLE, STORAGE_FOLDERS, storage_directory
+from speechbed.variables import referenced_variables
 
 WORKSPACE = PurePosixPath("/workspace")
 #: Host folder variables and where they are mounted in every container.
@@ -110,7 +110,7 @@ def container_environment(
     for name in sorted(set(PASSED_THROUGH) | set(RUNNER_VARIABLES) | set(needed)):
         if name in base_env:
             env[name] = _rewritten(base_env[name], mounts)
-    env["SPEECHBED_ROOT"] = str(WORKSPACE)
+    env[ROOT_VARIABLE] = str(WORKSPACE)
     env.update({variable: str(path) for variable, path in STORAGE_PATHS.items()})
     env["PYTHONUNBUFFERED"] = "1"
     # The host's ids mean nothing inside: the engine exposes the leased GPUs as 0..n-1.
