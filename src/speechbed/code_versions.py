@@ -6,7 +6,7 @@ change alters what the step writes.
 """
 
 CODE_VERSIONS: dict[str, int] = {
-    "features": 2,
+    "features": 3,
     "synthetic_timit": 1,
     "prep_timit": 1,
     "training": 1,

@@ -101,7 +101,7 @@ def _check_token_list(manifest_folder: Path) -> None:
 
 
 def read_utterance_audio(utterance: Utterance, sampling_rate: int, source: Path) -> np.ndarray:
-    """The utterance's samples as float32 in [-1, 1); the count must match the manifest."""
+    """The utterance's int16 samples (the computers scale them); the count must match the manifest."""
     audio_path = Path(utterance.audio_path)
     if not audio_path.is_absolute():
         audio_path = source.parent / audio_path
@@ -111,7 +111,7 @@ def read_utterance_audio(utterance: Utterance, sampling_rate: int, source: Path)
             f"{audio_path}: {len(samples)} samples, but {source} says {utterance.num_samples} "
             f"(utterance {utterance.id}); re-run prep"
         )
-    return samples.astype(np.float32) / 32768.0
+    return samples
 
 
 def _resolve_device(device: str) -> str:

@@ -1,9 +1,10 @@
 """Feature computers: fbank (STFT + mel triangles), sigbank (Gabor short integration) and raw, in torch.
 
 Used by the cache builder (speechbed.features.build) and the benchmark. Each computer takes a
-batch of 1-D float signals, pads them into one tensor on its device and returns one float32
-(frames, dims) array per signal, equal to pydrobert-speech's ``FrameComputer`` with the same
-settings (frames centred; see ``num_frames`` for the count).
+batch of 1-D signals holding the audio's int16 sample values (int16 or float arrays), scales
+them as the settings' ``scale`` says, pads them into one tensor on its device and returns one
+float32 (frames, dims) array per signal, equal to pydrobert-speech's ``FrameComputer`` with the
+same settings on the same scaled samples (frames centred; see ``num_frames`` for the count).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def _samples(milliseconds: float, sampling_rate: float) -> int:
     return int(0.001 * milliseconds * sampling_rate)
 
 
-def _pad_batch(signals: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+def _pad_batch(signals: Sequence[np.ndarray], factor: float, device: torch.device) -> torch.Tensor:
     longest = max(len(signal) for signal in signals)
     batch = np.zeros((len(signals), longest), dtype=np.float32)
     for row, signal in enumerate(signals):
         batch[row, : len(signal)] = signal
+    if factor != 1.0:
+        batch *= np.float32(factor)  # a power of two: exact for int16 values
     return torch.from_numpy(batch).to(device)
 
 
@@ -54,6 +57,7 @@ class _BatchedComputer:
 
     device: torch.device
     num_features: int
+    settings: FbankSettings | SigbankSettings
 
     def num_frames(self, num_samples: int) -> int:
         raise NotImplementedError
@@ -69,7 +73,7 @@ class _BatchedComputer:
         busy = [row for row, count in enumerate(counts) if count]
         if not busy:
             return results
-        batch = _pad_batch([signals[row] for row in busy], self.device)
+        batch = _pad_batch([signals[row] for row in busy], self.settings.scale_factor, self.device)
         lengths = torch.tensor([len(signals[row]) for row in busy], device=self.device)
         features = self._compute(batch, lengths, max(counts[row] for row in busy))
         features = features.cpu().numpy()
@@ -216,7 +220,7 @@ class SigbankComputer(_BatchedComputer):
 
 
 class RawComputer:
-    """The signal itself as one column (frames are samples)."""
+    """The signal itself as one column (frames are samples), scaled as ``scale`` says."""
 
     def __init__(self, settings: RawSettings, device: str | torch.device = "cpu") -> None:
         self.settings = settings
@@ -227,7 +231,10 @@ class RawComputer:
         return num_samples
 
     def __call__(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [np.asarray(signal, dtype=np.float32).reshape(-1, 1) for signal in signals]
+        factor = np.float32(self.settings.scale_factor)
+        return [
+            (np.asarray(signal, dtype=np.float32) * factor).reshape(-1, 1) for signal in signals
+        ]
 
 
 FeatureComputer = FbankComputer | SigbankComputer | RawComputer

@@ -3,9 +3,15 @@
 Used by scripts/compute_features.py (job key ``feature``), the feature computers and the cache,
 whose attributes carry the settings and their hash.
 
-Every setting mirrors a keyword of pydrobert-speech's ``FrameComputer`` so that the features can
-be checked against it (``to_pydrobert``). Frames are always centered and windowed with a
-unit-normalized Hann window, as in the two named features.
+Every setting but ``scale`` mirrors a keyword of pydrobert-speech's ``FrameComputer`` so that
+the features can be checked against it (``to_pydrobert``). Frames are always centered and
+windowed with a unit-normalized Hann window, as in the two named features.
+
+Samples enter on the scale ``scale`` names: ``int16`` (their int16 values as floats, as the
+original study computed its features with pydrobert-speech on the SPHERE files; the default of
+fbank and sigbank) or ``unit`` (int16 / 32768, in [-1, 1); the default of raw). A filter bank
+is linear in its input, so ``unit`` features are the ``int16`` ones / 32768 (/ 32768**2 with
+``use_power``) before any log; the log floor and the models' log compression see the difference.
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
 from speechbed.jobs import problems_in_one_line
 
+#: What the int16 samples are multiplied by before computing, by ``scale``.
+SCALE_FACTORS: dict[str, float] = {"int16": 1.0, "unit": 1.0 / 32768.0}
+SampleScale = Literal["int16", "unit"]
+_SCALE_DOC = "samples as their int16 values ('int16') or divided by 32768 ('unit', in [-1, 1))"
+
 #: Bumped (in speechbed.code_versions) whenever the feature code changes what it writes, so old
 #: caches are recomputed. 2: stores carry an integrity record and CRC-32C per chunk.
+#: 3: fbank and sigbank on the int16 scale (``scale``), as the original study.
 FEATURE_CODE_VERSION = CODE_VERSIONS["features"]
 
 
@@ -36,11 +48,19 @@ def _check_band(low_hz: float, high_hz: float, sampling_rate: int) -> None:
 class _Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
+    scale: SampleScale
+
+    @property
+    def scale_factor(self) -> float:
+        """What the int16 samples are multiplied by before computing."""
+        return SCALE_FACTORS[self.scale]
+
 
 class _BankSettings(_Settings):
     """What the filter-bank features share: the band, the rate and the coefficient options."""
 
     num_filters: int = Field(ge=1, description="filters in the bank")
+    scale: SampleScale = Field("int16", description=_SCALE_DOC)
     low_hz: float = Field(20.0, ge=0, description="lowest filter edge")
     high_hz: float = Field(8000.0, gt=0, description="highest filter edge (<= Nyquist)")
     sampling_rate: int = Field(16000, gt=0)
@@ -59,6 +79,7 @@ class _BankSettings(_Settings):
         return self.num_filters + int(self.include_energy)
 
     def _pydrobert_computer(self, name: str, bank: dict[str, Any]) -> dict[str, Any]:
+        # pydrobert-speech has no scale: its computer gets the samples scaled by scale_factor
         return {
             "name": name,
             "bank": {
@@ -109,9 +130,10 @@ class SigbankSettings(_BankSettings):
 
 
 class RawSettings(_Settings):
-    """The waveform itself: one column of samples scaled to [-1, 1) (int16 / 32768)."""
+    """The waveform itself: one column of samples, by default scaled to [-1, 1) (int16 / 32768)."""
 
     kind: Literal["raw"] = "raw"
+    scale: SampleScale = Field("unit", description=_SCALE_DOC)
     sampling_rate: int = Field(16000, gt=0)
 
     @property
