@@ -146,7 +146,10 @@ class CtcPhonesTask(Task):
         return phone_error_counts(references, hypotheses, self.token_list).error_rate
 
     def describe_metric(self, value: float) -> str:
-        return f"dev PER {100 * value:.2f}%"
+        # the epoch's PER is greedy; the reported one may come from a beam, so say which
+        beam = self.config.evaluation.beam_width
+        scored = f"; evaluation uses beam {beam}" if beam else ""
+        return f"dev PER {100 * value:.2f}% (greedy{scored})"
 
     def result_header(self, saved: Mapping[str, Any]) -> dict[str, Any]:
         return {
