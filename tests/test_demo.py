@@ -99,7 +99,7 @@ def test_demo_runs_every_step_and_prints_the_table(demo):
     artifacts = storage / "artifacts" / NAME
     runs = pd.read_csv(artifacts / "analysis" / "runs.csv")
     assert len(runs) == 4 and sorted(runs["seed"]) == [1, 1, 2, 2]
-    assert set(runs["condition"]) == {"convolutional_mellin=False", "convolutional_mellin=True"}
+    assert set(runs["condition"]) == {"lcorr", "mcorr"}  # demo.yml's labels
     assert runs["test_per"].between(0, 1000).all() and runs["dev_per"].between(0, 1000).all()
     statistics = pd.read_csv(artifacts / "analysis" / "statistics.csv")
     assert sorted(statistics["n"]) == [2, 2, 2, 2]
@@ -110,7 +110,7 @@ def test_demo_runs_every_step_and_prints_the_table(demo):
             ]
             assert row["mean"].item() == pytest.approx(group[f"{partition}_per"].mean())
     assert "PER (%) per condition and partition" in first.stdout
-    assert first.stdout.count("| convolutional_mellin=") >= 4  # one row per condition and partition
+    assert first.stdout.count("| lcorr |") + first.stdout.count("| mcorr |") >= 4  # a row each
     assert str(artifacts / "analysis" / "per_by_condition.png") in first.stdout
     assert "skipped: no Google credentials" in first.stdout
     for run_dir in runs["run_dir"]:
@@ -157,7 +157,7 @@ def test_analysis_notebook_runs_headless_and_draws_its_figures(demo, monkeypatch
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(images) >= 2
     tables = "".join(output.get("data", {}).get("text/plain", "") for output in outputs)
-    assert "convolutional_mellin=True" in tables and "partition" in tables
+    assert "mcorr" in tables and "partition" in tables
 
 
 # These run last: the first changes the module's demo (seed 7).

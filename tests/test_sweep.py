@@ -257,13 +257,16 @@ def test_command_line_fails_before_anything_runs_on_missing_inputs_or_gpus(tmp_p
     result = _sweep_cli(["-y", str(path)], environ)
     assert result.returncode == 2
     assert "manifest" in result.stderr and "Traceback" not in result.stderr
-    result = _sweep_cli(["-y", str(path), "--num_gpus", "2"], {**environ, "SPEECHBED_GPUS": "0"})
+    # the GPU check is for a run here (run=1); a bare expansion leaves it to the pipeline
+    result = _sweep_cli(
+        ["-y", str(path), "--num_gpus", "2", "--run"], {**environ, "SPEECHBED_GPUS": "0"}
+    )
     assert result.returncode == 2 and "asks for 2 GPU(s)" in result.stderr
     assert not (tmp_path / "a").exists()
     assert not (ROOT / "experiments" / "out" / "cli_check_study").exists()
 
 
-@pytest.mark.parametrize("name, mellin", [("lcorr", False), ("mcorr", True)])
+@pytest.mark.parametrize("name, mellin", [("lcorr", False), ("mcorr", True)])  # the study's names
 def test_the_timit_study_is_two_features_times_twenty_seeds(name, mellin):
     experiment = load_experiment(ROOT / "experiments" / f"{name}.yml")
     assert experiment.expansion.populate_cache
@@ -273,7 +276,7 @@ def test_the_timit_study_is_two_features_times_twenty_seeds(name, mellin):
         assert run.config["model"]["convolutional_mellin"] is mellin
         feature = run.config["data"]["feature"]
         assert run.config["data"]["cache_directory"].endswith("/" + feature)
-    assert sorted(by_condition) == ["feature=fbank-81-10ms", "feature=sigbank-41-2ms"]
+    assert sorted(by_condition) == [f"{name}-fbank-81-10ms", f"{name}-sigbank-41-2ms"]
     assert all(sorted(seeds) == list(range(1, 21)) for seeds in by_condition.values())
 
 

@@ -32,7 +32,7 @@ from speechbed.outputs import (
     describe_os_error,
     write_text_atomic,
 )
-from speechbed.storage import repository_root
+from speechbed.storage import fill_storage_defaults, repository_root
 
 LINEAGE_FILE_VARIABLE = "SPEECHBED_LINEAGE_FILE"
 
@@ -63,6 +63,7 @@ def run_jobs_cli(
         "--force", action="store_true", help="redo jobs whose outputs are already up to date"
     )
     arguments = parser.parse_args(argv)
+    fill_storage_defaults()  # run directly, a script sees the folders `make` would give it
     try:
         jobs = load_jobs(arguments.yml, schema)
     except UserInputError as error:

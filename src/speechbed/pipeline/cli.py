@@ -25,7 +25,7 @@ from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.pipeline.state import NESTED_PIPELINE, JobState
 from speechbed.step_runner import LINEAGE_FILE_VARIABLE
-from speechbed.storage import repository_root
+from speechbed.storage import fill_storage_defaults, repository_root
 
 DESCRIPTION = """Run a pipeline: a YAML list of `python SCRIPT -y CONFIG ARGS...` steps, scheduled
 onto GPUs with exclusive leases, with logs, resume and a summary."""
@@ -79,6 +79,8 @@ def main(
         print("error: --kill-grace must be 0 or more seconds", file=sys.stderr)
         return 2
     environ = dict(os.environ if environ is None else environ)
+    # As make's default.sh does: job files name ${ARTIFACTS_DIRECTORY} and the like.
+    fill_storage_defaults(environ)
     display = PipelineDisplay(stream)
     try:
         gpus, gpu_source = discover_gpus(arguments.gpus, environ)

@@ -8,7 +8,9 @@ sweep; without it every ``<run_id>/config.yml`` counts). A run is finished when 
 train or evaluate job is read from its pipeline log), never dropped silently. A finished run
 whose ``results.json`` records ``data_fingerprints`` ({partition: fingerprint} of the feature
 stores it read) that no longer match ``<data.cache_directory>/<partition>.zarr`` is stale:
-listed apart, never in the statistics. PER columns are percentages.
+listed apart, never in the statistics. PER columns are percentages. A run's condition is the
+name the sweep recorded (a bundle's label, e.g. ``mcorr-fbank-81-10ms``); with several
+experiments it is prefixed with the experiment's name unless it already starts with it.
 """
 
 from __future__ import annotations
@@ -173,8 +175,8 @@ def load_results(
             if wanted is not None and run_id not in wanted:
                 continue
             condition = entry.get("condition", "base")
-            if len(names) > 1:
-                condition = f"{name}: {condition}"
+            if len(names) > 1 and not condition.startswith(name):
+                condition = f"{name}: {condition}"  # a label like lcorr-fbank-81-10ms says it
             run = folder.run(run_id)
             run_dir = run.path
             history = read_history(run_dir)

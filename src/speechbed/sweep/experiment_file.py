@@ -10,7 +10,7 @@ keep them, and the scripts that read those resolve them on the machine that runs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,15 @@ from pydantic import Field
 from speechbed.jobs import JobSchema, Location, load_document, validate_document
 from speechbed.reports.settings import ReportSettings
 from speechbed.run_folder import ExperimentFolder
-from speechbed.sweep.expansion import BUNDLE_PREFIX, Expansion, Run, expand, key_paths
+from speechbed.sweep.expansion import (
+    BUNDLE_PREFIX,
+    Expansion,
+    Run,
+    bundle_items,
+    expand,
+    key_paths,
+)
+from speechbed.sweep.selection import parse_overrides, parse_selection, select_runs
 
 RUN_SECTIONS = ("info", "data", "model", "training", "evaluation")
 ARTIFACTS_VARIABLE = "${ARTIFACTS_DIRECTORY}"
@@ -70,10 +78,12 @@ class Experiment:
     expansion: Expansion
     report: ReportSettings
     cache: CacheSettings
+    selected: list[Run] | None = None  # the runs only= picked (None: every run)
 
     @property
     def runs(self) -> list[Run]:
-        return self.expansion.runs
+        """The runs to run: those ``only=`` picked, else every run of the sweep."""
+        return self.expansion.runs if self.selected is None else self.selected
 
 
 def _run_schema() -> type[pydantic.BaseModel]:
@@ -113,11 +123,12 @@ def _setting_line(
         return lines[entry + (key,)]
     settings = document["sweep"][run.sweep_index]
     for name, bundles in settings.items():
-        if not str(name).startswith(BUNDLE_PREFIX) or not isinstance(bundles, list):
+        if not str(name).startswith(BUNDLE_PREFIX):
             continue
-        for number, bundle in enumerate(bundles):
-            if isinstance(bundle, Mapping) and bundle.get(key) == run.settings[key]:
-                return lines.get(entry + (name, number, key))
+        places = bundles.keys() if isinstance(bundles, Mapping) else range(len(bundles))
+        for (_, bundle), place in zip(bundle_items(bundles, name), places, strict=True):
+            if bundle.get(key) == run.settings[key]:
+                return lines.get(entry + (name, place, key))
     return lines.get(entry)
 
 
@@ -139,9 +150,14 @@ def _run_lines(
     return found
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(
+    path: str | Path,
+    overrides: str | Sequence[str] | None = None,
+    only: str | Sequence[str] | None = None,
+) -> Experiment:
     """Read, check and expand an experiment file; every run config is validated.
 
+    ``overrides`` (``set=``) and ``only`` are ``key=value`` words (``speechbed.sweep.selection``).
     Raises ``UserInputError`` naming the file, the line and the key (and, for a run the
     sweep made, its sweep entry and condition).
     """
@@ -154,12 +170,17 @@ def load_experiment(path: str | Path) -> Experiment:
     document = dict(document or {})
     name = path.stem
     schema = _run_schema()
-    expansion = expand(document, RUN_SECTIONS, schema_paths(schema), source=str(path))
+    settings = parse_overrides(overrides)
+    expansion = expand(
+        document, RUN_SECTIONS, schema_paths(schema), source=str(path), overrides=settings
+    )
+    given = " ".join(f"{key}={value}" for key, value in settings.items())
     for number, run in enumerate(expansion.runs):
         info = run.config.setdefault("info", {})
         info["name"] = f"{name}-{run.run_id}"
         info["run_dir"] = str(portable_folder(name).run(run.run_id).path)
         where = f"sweep entry {run.sweep_index}, " if run.sweep_index is not None else ""
-        label = f"{where}run {number} ({run.condition()})"
+        label = f"{where}run {number} ({run.condition()})" + (f" with set={given}" if given else "")
         validate_document(schema, run.config, path, _run_lines(document, lines, run), label)
-    return Experiment(name, path, document, expansion, sections.report, sections.cache)
+    selected = select_runs(expansion.runs, parse_selection(only), str(path)) if only else None
+    return Experiment(name, path, document, expansion, sections.report, sections.cache, selected)
