@@ -17,9 +17,10 @@ from speechbed.errors import UserInputError
 from speechbed.jobs import describe_schema
 from speechbed.outputs import write_text_atomic
 from speechbed.pipeline.display import PipelineDisplay
+from speechbed.pipeline.executors import EXECUTOR_FACTORIES
 from speechbed.pipeline.inventory import discover_gpus
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
-from speechbed.pipeline.loader import artifacts_directory, load_pipeline
+from speechbed.pipeline.loader import RUN_IN_VARIABLE, artifacts_directory, load_pipeline
 from speechbed.pipeline.records import JobStatus, exit_code
 from speechbed.pipeline.scheduler import FORCE_VARIABLE, Scheduler
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="after a failure, still run every job not behind a failed barrier",
     )
     parser.add_argument(
+        "--run_in",
+        "--run-in",
+        choices=sorted(EXECUTOR_FACTORIES),
+        help="run every job (and the jobs of nested pipelines) with this executor; "
+        "default: SPEECHBED_RUN_IN, else each job's run_in",
+    )
+    parser.add_argument(
         "--kill-grace",
         type=float,
         default=10.0,
@@ -79,6 +87,8 @@ def main(
         print("error: --kill-grace must be 0 or more seconds", file=sys.stderr)
         return 2
     environ = dict(os.environ if environ is None else environ)
+    if arguments.run_in:  # in the jobs' environment too, so nested pipelines follow
+        environ[RUN_IN_VARIABLE] = arguments.run_in
     # As make's default.sh does: job files name ${ARTIFACTS_DIRECTORY} and the like.
     fill_storage_defaults(environ)
     display = PipelineDisplay(stream)

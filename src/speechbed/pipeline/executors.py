@@ -10,27 +10,20 @@ plugins are), so this module imports no executor module and none imports it back
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable, Mapping
 
 from speechbed.errors import UserInputError
-from speechbed.pipeline.launch import Executor, Launch
+from speechbed.pipeline.launch import Executor, Launch, job_argv, job_environment
 from speechbed.pipeline.plan import PlannedJob
-from speechbed.storage import ROOT_VARIABLE
 
-__all__ = ["EXECUTOR_FACTORIES", "Executor", "HostExecutor", "Launch", "make_executor"]
-
-
-def job_environment(
-    job: PlannedJob, devices: list[int], base_env: Mapping[str, str]
-) -> dict[str, str]:
-    """The variables every job sees: its GPUs, its name, the repository root, live output."""
-    env = dict(base_env)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in devices)
-    env["SPEECHBED_JOB_NAME"] = job.name
-    env[ROOT_VARIABLE] = str(job.root)
-    env["PYTHONUNBUFFERED"] = "1"  # so the prefixed console output is live
-    return env
+__all__ = [
+    "EXECUTOR_FACTORIES",
+    "Executor",
+    "HostExecutor",
+    "Launch",
+    "job_environment",
+    "make_executor",
+]
 
 
 class HostExecutor(Executor):
@@ -39,8 +32,7 @@ class HostExecutor(Executor):
     name = "host"
 
     def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
-        argv = [sys.executable, str(job.script), "-y", str(job.config), *job.args]
-        return Launch(argv=argv, env=job_environment(job, devices, base_env), cwd=job.root)
+        return Launch(argv=job_argv(job), env=job_environment(job, devices, base_env), cwd=job.root)
 
 
 def lazy_executor(module: str, attribute: str) -> Callable[[], Executor]:
@@ -64,6 +56,7 @@ def lazy_executor(module: str, attribute: str) -> Callable[[], Executor]:
 EXECUTOR_FACTORIES: dict[str, Callable[[], Executor]] = {
     "host": HostExecutor,
     "container": lazy_executor("speechbed.pipeline.container.executor", "ContainerExecutor"),
+    "slurm": lazy_executor("speechbed.pipeline.slurm.executor", "SlurmExecutor"),
 }
 
 

@@ -14,6 +14,8 @@ An executor only answers three questions:
   made, before anything starts; raise ``UserInputError`` with a message for a person.
 - ``launch(job, devices, base_env)``: the command for this job on these leased GPU ids.
   ``base_env`` is the runner's environment; return a new dict, never mutate it.
+- ``ending(job, launch, returncode)``: optional; a reason for the summary better than the
+  exit code (a Slurm job's TIMEOUT), read before ``cleanup``.
 - ``cleanup(job, launch)``: release what the launch made outside the process (e.g. remove
   a container, named by ``Launch.handle``). Called after the process ended or was
   terminated, also after failures; it must not raise for a job that never got far.
@@ -26,12 +28,14 @@ to ask for).
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.storage import ROOT_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,23 @@ class Launch:
     env: dict[str, str] = field(repr=False)
     cwd: Path
     handle: str | None = None
+
+
+def job_argv(job: PlannedJob) -> list[str]:
+    """``python SCRIPT -y CONFIG ARGS...`` with the runner's interpreter: what every job runs."""
+    return [sys.executable, str(job.script), "-y", str(job.config), *job.args]
+
+
+def job_environment(
+    job: PlannedJob, devices: list[int], base_env: Mapping[str, str]
+) -> dict[str, str]:
+    """The variables every job sees: its GPUs, its name, the repository root, live output."""
+    env = dict(base_env)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(device) for device in devices)
+    env["SPEECHBED_JOB_NAME"] = job.name
+    env[ROOT_VARIABLE] = str(job.root)
+    env["PYTHONUNBUFFERED"] = "1"  # so the prefixed console output is live
+    return env
 
 
 class Executor(ABC):
@@ -64,3 +85,8 @@ class Executor(ABC):
 
     def cleanup(self, job: PlannedJob, launch: Launch) -> None:  # noqa: B027 (optional hook)
         """Undo what ``launch`` made outside the process; the process is already gone."""
+
+    def ending(self, job: PlannedJob, launch: Launch, returncode: int) -> str | None:
+        """Why the job ended when the executor knows more than its exit code (Slurm's
+        TIMEOUT, OUT_OF_MEMORY, ...), for the summary; None otherwise. Called before cleanup."""
+        return None

@@ -19,6 +19,12 @@ from speechbed.pipeline.state import job_key
 from speechbed.storage import storage_directory
 from speechbed.variables import substitute_variables
 
+#: Runs every job of a pipeline, and of the pipelines it starts, with this executor.
+RUN_IN_VARIABLE = "SPEECHBED_RUN_IN"
+#: A job running this script is a nested pipeline: it stays where it is (it only schedules)
+#: and hands the executor override on to its own jobs.
+PIPELINE_SCRIPT = Path("scripts/pipeline.py")
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -87,9 +93,12 @@ def load_pipeline(
     root: Path,
     artifacts: Path,
     num_jobs: int | None = None,
+    run_in: str | None = None,
 ) -> Pipeline:
-    """Load, check and plan ``source``; nothing is started or written."""
+    """Load, check and plan ``source``; nothing is started or written. ``run_in`` (else
+    ``SPEECHBED_RUN_IN``) replaces every job's own, a nested pipeline's excepted."""
     document = load_config(source, PipelineFile, environ)
+    run_in = run_in or environ.get(RUN_IN_VARIABLE, "").strip() or None
     name = pipeline_name(source, document.name)
     if num_jobs is not None and num_jobs < 1:
         raise UserInputError(f"--num_jobs must be at least 1, got {num_jobs}")
@@ -110,6 +119,8 @@ def load_pipeline(
             )
         if not config.is_file():
             raise UserInputError(f"{where}: config {step.config} not found (looked at {config})")
+        if run_in is not None and script.resolve() != (root / PIPELINE_SCRIPT).resolve():
+            step = step.model_copy(update={"run_in": run_in})
         if step.run_in not in executors:
             try:
                 executors[step.run_in] = make_executor(step.run_in)
@@ -139,6 +150,7 @@ def load_pipeline(
             root=root,
             pipeline=name,
             log_path=artifacts / "logs" / name / f"{job_name}.log",
+            slurm=step.slurm,
         )
         try:
             executors[step.run_in].check(job)

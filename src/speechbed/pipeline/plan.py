@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechbed.pipeline.slurm.settings import SlurmJobOptions
+
 
 @dataclass(frozen=True)
 class PlannedJob:
@@ -29,3 +31,4 @@ class PlannedJob:
     root: Path
     pipeline: str
     log_path: Path
+    slurm: SlurmJobOptions | None = None  # the step's own sbatch options (run_in: slurm)

@@ -350,9 +350,12 @@ class Scheduler:
         record.ended = time.monotonic()
         record.returncode = returncode
         ending = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        executor = self.pipeline.executors[record.job.run_in]
+        if returncode != 0:
+            ending = self._ending(executor, record.job, running.launch, returncode) or ending
         running.process.close(f"{ending} after {record.seconds:.1f}s")
         del self._running[record.job.index]
-        self._cleanup(self.pipeline.executors[record.job.run_in], record.job, running.launch)
+        self._cleanup(executor, record.job, running.launch)
         self._processes.reaped(process.pid, holds_leases=bool(record.devices))
         self.leases.release(record.devices)
         if self.interrupted_by is not None and returncode != 0:
@@ -374,6 +377,15 @@ class Scheduler:
                 self._finish(record, JobStatus.DONE)
         else:
             self._finish(record, JobStatus.FAILED, ending)
+
+    def _ending(
+        self, executor: Executor, job: PlannedJob, launch: Launch, returncode: int
+    ) -> str | None:
+        try:
+            return executor.ending(job, launch, returncode)
+        except Exception as error:  # only the summary's wording is at stake
+            self.display.message(f"warning: {job.name}: {executor.name} ending unknown: {error}")
+            return None
 
     def _cleanup(self, executor: Executor, job: PlannedJob, launch: Launch) -> None:
         try:

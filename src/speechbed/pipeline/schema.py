@@ -12,6 +12,7 @@ import pydantic
 from pydantic import Field
 
 from speechbed.jobs import JobSchema
+from speechbed.pipeline.slurm.settings import SlurmJobOptions
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -28,13 +29,21 @@ class PipelineStep(JobSchema):
         description="unique name for logs and the summary (letters, digits, . _ -); "
         "default: the config file's stem",
     )
-    run_in: str = Field(default="host", description="executor: host | container")
+    run_in: str = Field(
+        default="host",
+        description="executor: host | container | slurm (SPEECHBED_RUN_IN or --run_in overrides)",
+    )
     num_gpus: int = Field(default=0, ge=0, description="GPUs leased for the job's whole life")
     blocking: bool = Field(
         default=False,
         description="barrier: starts after every earlier job finished; later jobs wait for it",
     )
     args: list[str] = Field(default_factory=list, description="extra arguments after -y CONFIG")
+    slurm: SlurmJobOptions | None = Field(
+        default=None,
+        description="run_in: slurm only: this job's sbatch options (partition, account, time, "
+        "mem, cpus_per_task, options), over the environment file's",
+    )
 
     @pydantic.field_validator("name")
     @classmethod

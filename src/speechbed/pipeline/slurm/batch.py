@@ -1,0 +1,83 @@
+"""What a Slurm job runs on its compute node: the job's own command, with SIGUSR1 made a requeue.
+
+The batch script (``commands.BATCH_SCRIPT``) execs ``python -m speechbed.pipeline.slurm.batch
+--cwd ROOT --max-requeues N -- ARGV``, built by the Slurm executor.
+
+Slurm sends SIGUSR1 to this process (``--signal=B:USR1@seconds``) before the job's time
+limit, and a preempting cluster does the same before it takes the node. It is passed to the
+job, which checkpoints and exits (the training script does; any other script just ends),
+and the job is then requeued (``scontrol requeue``) to start again, from its newest
+checkpoint, up to ``--max-requeues`` times (``SLURM_RESTART_COUNT`` counts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _say(text: str) -> None:
+    print(f"[slurm batch] {text}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m speechbed.pipeline.slurm.batch")
+    parser.add_argument("--cwd", required=True, type=Path, help="the repository root")
+    parser.add_argument("--max-requeues", type=int, default=3)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the job's argv")
+    arguments = parser.parse_args(argv)
+    command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
+    if not command:
+        _say("error: no command after --")
+        return 2
+    if not arguments.cwd.is_dir() or Path.cwd().resolve() != arguments.cwd.resolve():
+        _say(
+            f"error: the repository {arguments.cwd} is not visible on {os.uname().nodename}: "
+            "the repository and the storage folders must lie on a filesystem the compute nodes share"
+        )
+        return 2
+    warned = False
+    started: list[subprocess.Popen[bytes]] = []
+
+    def on_usr1(number: int, frame: object) -> None:
+        nonlocal warned
+        warned = True
+        _say("SIGUSR1 (time limit or preemption near): passing it to the job")
+        for child in started:
+            child.send_signal(number)
+
+    def on_term(number: int, frame: object) -> None:
+        for child in started:
+            child.send_signal(number)
+
+    signal.signal(signal.SIGUSR1, on_usr1)  # before the start: no signal may find no handler
+    signal.signal(signal.SIGTERM, on_term)
+    started.append(subprocess.Popen(command))
+    child = started[0]
+    returncode = child.wait()
+    code = returncode if returncode >= 0 else 128 - returncode
+    if not warned or returncode == 0:
+        return code
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts >= arguments.max_requeues:
+        _say(
+            f"error: requeued {restarts} time(s) already (SPEECHBED_SLURM_MAX_REQUEUES="
+            f"{arguments.max_requeues}); the job fails instead"
+        )
+        return code or 1
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    if requeue.returncode != 0:
+        _say(f"error: scontrol requeue {job_id} failed: {requeue.stderr.strip()}")
+        return code or 1
+    _say(f"requeued job {job_id} (restart {restarts + 1}); it resumes from its newest checkpoint")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The Slurm executor (``run_in: slurm``): each pipeline job becomes one sbatch job.
+
+Made by name through ``speechbed.pipeline.executors``. Its ``Launch`` is the job's watcher
+(``speechbed.pipeline.slurm.watcher``), a local process that submits or adopts the job and
+lives as long as it does, so the scheduler runs, logs, interrupts and reaps Slurm jobs the
+way it does host jobs. Slurm picks the GPUs (``--gres=gpu:N``): no local lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from speechbed.errors import UserInputError
+from speechbed.pipeline.launch import Executor, Launch, job_argv, job_environment
+from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.slurm.commands import (
+    gpus_per_node_command,
+    job_comment,
+    largest_gpu_count,
+    sbatch_command,
+)
+from speechbed.pipeline.slurm.settings import SlurmSettings
+from speechbed.step_runner import LINEAGE_FILE_VARIABLE
+
+
+def slurm_files(job: PlannedJob) -> tuple[Path, Path]:
+    """Slurm's output file of the job and its watcher's status file, beside the job's log."""
+    stem = job.log_path.name.removesuffix(".log")
+    return (
+        job.log_path.with_name(f"{stem}.slurm.out"),
+        job.log_path.with_name(f"{stem}.slurm.json"),
+    )
+
+
+def cluster_gpus(environ: Mapping[str, str]) -> int:
+    """The most GPUs any node has; ``UserInputError`` when Slurm cannot be asked."""
+    if shutil.which("sbatch", path=environ.get("PATH")) is None:
+        raise UserInputError(
+            "run_in: slurm needs Slurm's commands (sbatch, squeue, scontrol, scancel) on PATH; "
+            "run the pipeline on a machine that can submit jobs, or use run_in: host"
+        )
+    try:
+        found = subprocess.run(
+            gpus_per_node_command(),
+            env=dict(environ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserInputError(f"cannot ask Slurm for its nodes (sinfo): {error}") from None
+    if found.returncode != 0:
+        message = found.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise UserInputError(
+            f"the Slurm controller did not answer sinfo: {message[0]} "
+            "(is slurmctld up and SLURM_CONF right?)"
+        )
+    return largest_gpu_count(found.stdout)
+
+
+class SlurmExecutor(Executor):
+    """Submits ``python SCRIPT -y CONFIG ARGS...`` with sbatch, through a watcher process."""
+
+    name = "slurm"
+    leases_local_gpus = False
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._largest_node: int | None = None
+
+    def check(self, job: PlannedJob) -> None:
+        SlurmSettings.from_environment(self._environ)
+        if self._largest_node is None:
+            self._largest_node = cluster_gpus(self._environ)
+        if job.num_gpus > self._largest_node:
+            raise UserInputError(
+                f"asks for num_gpus: {job.num_gpus} but the largest node of the Slurm cluster "
+                f"has {self._largest_node} GPU(s) (sinfo); lower num_gpus"
+            )
+
+    def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
+        settings = SlurmSettings.from_environment(base_env)
+        env = job_environment(job, [], base_env)
+        del env["CUDA_VISIBLE_DEVICES"]  # Slurm sets it to the GPUs it allocated
+        output, status = slurm_files(job)
+        lineage: list[str] = []
+        expected = env.get(LINEAGE_FILE_VARIABLE)
+        if expected:
+            # One hand-over file per job key, not per runner: a job adopted by the next
+            # runner hands its lineage to that one; the watcher moves it where it is expected.
+            handed = Path(expected).with_name(f".{job.key}.lineage-slurm.json")
+            env[LINEAGE_FILE_VARIABLE] = str(handed)
+            lineage = ["--lineage", str(handed), expected]
+        batch = [
+            sys.executable,
+            "-m",
+            "speechbed.pipeline.slurm.batch",
+            "--cwd",
+            str(job.root),
+            "--max-requeues",
+            str(settings.max_requeues),
+            "--",
+            *job_argv(job),
+        ]
+        sbatch = sbatch_command(
+            settings,
+            job.slurm,
+            job_name=f"{job.pipeline}/{job.name}",
+            comment=job_comment(job.key),
+            output=output,
+            cwd=job.root,
+            num_gpus=job.num_gpus,
+            argv=batch,
+        )
+        watcher = [
+            sys.executable,
+            "-m",
+            "speechbed.pipeline.slurm.watcher",
+            "--name",
+            job.name,
+            "--comment",
+            job_comment(job.key),
+            "--output",
+            str(output),
+            "--status",
+            str(status),
+            "--poll",
+            str(settings.poll_seconds),
+            *lineage,
+            "--",
+            *sbatch,
+        ]
+        return Launch(argv=watcher, env=env, cwd=job.root, handle=str(status))
+
+    def ending(self, job: PlannedJob, launch: Launch, returncode: int) -> str | None:
+        if launch.handle is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(Path(launch.handle).read_text(encoding="utf-8"))
+            failure = status.get("failure")
+            if failure:
+                return f"Slurm job {status.get('job_id') or '-'}: {failure}"
+            if status.get("job_id"):
+                return f"Slurm job {status['job_id']}: exit code {returncode}"
+        return None
