@@ -15,9 +15,11 @@ args ?=
 num_gpus ?=
 run_in ?=
 run ?=
+only ?=
+set ?=
 demo_experiment ?= experiments/demo.yml
 
-.PHONY: help install test bench lint clean pipeline check_environment experiment demo tensorboard jupyter
+.PHONY: help install test bench lint clean pipeline check_environment experiment analyze demo tensorboard jupyter
 
 help:  ## list the targets
 	@grep -E '^[a-z_]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | expand -t 22
@@ -55,11 +57,14 @@ shell: install  ## an interactive shell in the image, repository at /workspace, 
 check_environment: install  ## print every testbed variable, where its value came from, and what is missing
 	$(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
 
-experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container] [gpus=0,1] [run=1]
-	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run)
+experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container] [gpus=0,1] [run=1] [only="seed=1-5"] [set="training.num_epochs=2"] [args=--dry-run]
+	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run) $(if $(only),--only "$(only)") $(if $(set),--set "$(set)") $(args)
+
+analyze: install  ## tables, plots and reports of an expanded experiment: make analyze yml=experiments/out/NAME/analyze.yml [args=--dry-run]
+	$(WITH_ENV) $(PY) scripts/analyze.py -y $(yml) $(args)
 
 demo: install  ## synthetic corpus -> feature caches -> demo sweep (lcorr + mcorr) -> analysis; resumes, instant when done
-	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run && $(PY) scripts/report.py "$$ARTIFACTS_DIRECTORY/$(basename $(notdir $(demo_experiment)))/analysis"
+	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run
 
 tensorboard: install  ## serve ${ARTIFACTS_DIRECTORY} with TensorBoard on loopback [args="--port N | --host 0.0.0.0 | --stop"]
 	$(WITH_ENV) $(PY) -m speechbed.services tensorboard $(args)
