@@ -63,7 +63,8 @@ def _experiment(artifacts: Path, name: str = "exp") -> Path:
     index = {}
     for run_id, (condition, seed, (epochs, dev, test, model)) in runs.items():
         _run_folder(folder / run_id, epochs, dev, test, model)
-        index[run_id] = {"condition": condition, "seed": seed, "settings": {}}
+        settings = {"model.convolutional_mellin": condition == "mel", "seed": seed}
+        index[run_id] = {"condition": condition, "seed": seed, "settings": settings}
     (folder / "runs.json").write_text(json.dumps(index))
     # r5's training job failed: the pipeline log ends with its exit code
     log = artifacts / "logs" / f"{name}-train" / "train-r5.log"
@@ -98,6 +99,13 @@ def test_finished_runs_become_rows_and_the_others_are_listed(tmp_path):
     assert set(results.histories["run_id"]) == {"r1", "r2", "r3", "r4", "r5", "r7"}
     first = results.histories.query("run_id == 'r1' and epoch == 1")
     assert first["dev_per"].item() == pytest.approx(90.0)
+    # lin and mel differ in one setting: tested on each partition (mel has one finished run)
+    dev = results.comparisons.set_index("partition").loc["dev"]
+    assert (dev["setting"], dev["condition_a"], dev["condition_b"]) == (
+        "model.convolutional_mellin", "lin", "mel",
+    )  # fmt: skip
+    assert (dev["n_a"], dev["n_b"]) == (2, 1) and dev["difference"] == pytest.approx(-9.0)
+    assert dev["mann_whitney_u"] == 0.0 and pd.isna(dev["welch_t"])
 
 
 def test_only_the_listed_runs_and_conditions_named_by_experiment_when_several(tmp_path):
@@ -106,6 +114,10 @@ def test_only_the_listed_runs_and_conditions_named_by_experiment_when_several(tm
     results = load_results(["a", "b"], tmp_path, runs=["r1", "r6"])
     assert sorted(results.runs["condition"]) == ["a: lin", "b: lin"]
     assert sorted(results.unfinished["experiment"]) == ["a", "b"]
+    # the same condition of two experiments differs in the experiment
+    assert results.comparisons[["setting", "condition_a", "condition_b"]].values.tolist()[0] == [
+        "experiment", "a: lin", "b: lin",
+    ]  # fmt: skip
     with pytest.raises(FileNotFoundError, match="'nope'"):
         load_results("nope", tmp_path)
 
@@ -142,6 +154,10 @@ def test_analyze_writes_tables_and_plots_and_prints_the_table(tmp_path):
     assert len(pd.read_csv(folder / "runs.csv")) == 3
     out = result.stdout
     assert "| lin | dev | 2 | 21.00 |" in out
+    assert "Pairs of conditions that differ in one setting" in out
+    assert "| model.convolutional_mellin | lin | mel | dev | 2 | 1 |" in out
+    assert "Pairs of conditions" in (folder / "statistics.md").read_text()
+    assert len(pd.read_csv(folder / "comparisons.csv")) == 2  # dev and test
     assert "exp/r4" in out and "trained, not evaluated" in out and "not started" in out
     assert "google_sheet: skipped: no Google credentials" in out
     assert str(folder / "per_by_condition.png") in out

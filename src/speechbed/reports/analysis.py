@@ -16,7 +16,7 @@ from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.reports import comet, plots, sheets, tensorboard
 from speechbed.reports.results import ExperimentResults, read_history
 from speechbed.reports.settings import ReportSettings
-from speechbed.reports.statistics import statistics_markdown
+from speechbed.reports.statistics import COMPARISONS_TITLE, report_markdown, statistics_markdown
 from speechbed.run_folder import RunFolder
 
 SHEET_COLUMNS = [
@@ -40,7 +40,8 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_tables_and_plots(results: ExperimentResults, folder: Path) -> AnalysisOutputs:
-    """CSV files, the Markdown statistics table and the two PNG figures.
+    """CSV files, ``statistics.md`` (the statistics, then the tests between conditions that
+    differ in one setting) and the two PNG figures.
 
     Each file is written under a per-process temporary name and renamed into place; a folder
     that cannot be written is an ``OutputError`` naming it.
@@ -52,13 +53,14 @@ def write_tables_and_plots(results: ExperimentResults, folder: Path) -> Analysis
         ("unfinished", results.unfinished),
         ("stale", results.stale),
         ("statistics", results.statistics),
+        ("comparisons", results.comparisons),
         ("histories", results.histories),
     ):
         outputs.files[f"{name}.csv"] = _write_text(
             folder / f"{name}.csv", table.to_csv(index=False)
         )
     outputs.files["statistics.md"] = _write_text(
-        folder / "statistics.md", statistics_markdown(results.statistics)
+        folder / "statistics.md", report_markdown(results.statistics, results.comparisons)
     )
     outputs.files["per_by_condition.png"] = plots.save_figure(
         plots.per_by_condition(results.runs), folder / "per_by_condition.png"
@@ -133,6 +135,7 @@ def send_reports(
             rows,
             results.statistics,
             dry_run=dry_run,
+            comparisons=results.comparisons,
         )
     return statuses
 
@@ -146,6 +149,8 @@ def summary_text(results: ExperimentResults, outputs: AnalysisOutputs) -> str:
             "PER (%) per condition and partition:",
             statistics_markdown(results.statistics),
         ]
+    if len(results.comparisons):
+        lines += [COMPARISONS_TITLE, "", statistics_markdown(results.comparisons)]
     for table, what in (
         (results.stale, "stale (trained or evaluated on data that has changed since)"),
         (results.unfinished, "not finished"),

@@ -28,7 +28,12 @@ import yaml
 
 from speechbed.errors import UserInputError
 from speechbed.lineage import fingerprint, local_path
-from speechbed.reports.statistics import describe_by_condition
+from speechbed.reports.statistics import (
+    COMPARISON_COLUMNS,
+    EXPERIMENT_SETTING,
+    compare_conditions,
+    describe_by_condition,
+)
 from speechbed.run_folder import ExperimentFolder, RunFolder
 from speechbed.storage import repository_root, storage_directory
 from speechbed.variables import substitute_variables
@@ -47,13 +52,17 @@ PARTITIONS = ("dev", "test")
 @dataclass
 class ExperimentResults:
     """Everything the analysis shows: current finished runs, stale ones (their data changed
-    since), the unfinished ones, histories of current and unfinished runs, and statistics."""
+    since), the unfinished ones, histories of current and unfinished runs, statistics, and the
+    tests between conditions that differ in one setting (``comparisons``)."""
 
     runs: pd.DataFrame
     unfinished: pd.DataFrame
     histories: pd.DataFrame
     statistics: pd.DataFrame
     stale: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STALE_COLUMNS))
+    comparisons: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    )
 
 
 def default_artifacts_directory() -> Path:
@@ -166,6 +175,7 @@ def load_results(
     artifacts = Path(artifacts_directory) if artifacts_directory else default_artifacts_directory()
     wanted = None if runs is None else set(runs)
     finished, unfinished, stale, histories = [], [], [], []
+    condition_settings: dict[str, dict[str, Any]] = {}  # what the comparisons tell apart
     for name in names:
         folder = ExperimentFolder(artifacts / name)
         index = folder.read_index() if folder.path.is_dir() else {}
@@ -177,6 +187,9 @@ def load_results(
             condition = entry.get("condition", "base")
             if len(names) > 1 and not condition.startswith(name):
                 condition = f"{name}: {condition}"  # a label like lcorr-fbank-81-10ms says it
+            condition_settings.setdefault(
+                condition, {EXPERIMENT_SETTING: name, **(entry.get("settings") or {})}
+            )
             run = folder.run(run_id)
             run_dir = run.path
             history = read_history(run_dir)
@@ -238,4 +251,5 @@ def load_results(
         histories=history_table,
         statistics=describe_by_condition(runs_table),
         stale=pd.DataFrame(stale, columns=STALE_COLUMNS),
+        comparisons=compare_conditions(runs_table, condition_settings),
     )

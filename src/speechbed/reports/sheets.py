@@ -4,9 +4,10 @@ Called by ``scripts/analyze.py`` when ``report.google_sheet`` is on. Uses gsprea
 service-account file (``PATH_TO_GOOGLE_CREDENTIALS``); without one it says so and goes on.
 
 The worksheet holds a header row, the run rows (column A is the run id) and, after one
-blank row, a summary block with the per-condition statistics. Re-running merges the new
-rows into the existing ones by run id (rows from other machines stay), so nothing is ever
-duplicated; the summary block is rewritten each time.
+blank row, a summary block with the per-condition statistics and, when there are any, the
+tests between conditions that differ in one setting. Re-running merges the new rows into the
+existing ones by run id (rows from other machines stay), so nothing is ever duplicated; the
+summary block is rewritten each time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 SUMMARY_TITLE = "summary"
+COMPARISONS_TITLE = "pairwise tests (conditions differing in one setting; difference = a - b)"
 Grid = list[list[Any]]
 
 
@@ -40,7 +42,10 @@ def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if math.isnan(value) else round(value, 6)
+        if math.isnan(value):
+            return ""
+        # tiny values (p-values) keep their significant digits; the others six decimals
+        return float(f"{value:.6g}") if 0 < abs(value) < 1e-3 else round(value, 6)
     if hasattr(value, "item"):  # numpy scalars
         return _cell(value.item())
     return value
@@ -83,11 +88,19 @@ def merge_rows(
     return merged_header, merged
 
 
-def summary_block(statistics: pd.DataFrame) -> Grid:
-    """The statistics table as rows under a title row."""
-    block: Grid = [[SUMMARY_TITLE], [str(column) for column in statistics.columns]]
-    for row in statistics.itertuples(index=False):
+def _table(title: str, table: pd.DataFrame) -> Grid:
+    block: Grid = [[title], [str(column) for column in table.columns]]
+    for row in table.itertuples(index=False):
         block.append([_cell(value) for value in row])
+    return block
+
+
+def summary_block(statistics: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> Grid:
+    """The statistics table as rows under a title row, then (after a blank row) the pairwise
+    tests under theirs when there are any."""
+    block = _table(SUMMARY_TITLE, statistics)
+    if comparisons is not None and len(comparisons):
+        block += [[], *_table(COMPARISONS_TITLE, comparisons)]
     return block
 
 
@@ -96,10 +109,11 @@ def sheet_grid(
     header: Sequence[str],
     rows: Sequence[Sequence[Any]],
     statistics: pd.DataFrame,
+    comparisons: pd.DataFrame | None = None,
 ) -> Grid:
     """Everything the worksheet will hold after the upsert."""
     merged_header, merged = merge_rows(existing, header, rows)
-    return [merged_header, *merged, [], *summary_block(statistics)]
+    return [merged_header, *merged, [], *summary_block(statistics, comparisons)]
 
 
 def _rectangular(grid: Grid) -> Grid:
@@ -112,9 +126,11 @@ def upsert_worksheet(
     header: Sequence[str],
     rows: Sequence[Sequence[Any]],
     statistics: pd.DataFrame,
+    comparisons: pd.DataFrame | None = None,
 ) -> Grid:
     """Upsert the run rows and rewrite the summary block; returns what was written."""
-    grid = _rectangular(sheet_grid(worksheet.get_all_values(), header, rows, statistics))
+    existing = worksheet.get_all_values()
+    grid = _rectangular(sheet_grid(existing, header, rows, statistics, comparisons))
     height, width = len(grid), len(grid[0])
     if worksheet.row_count < height or worksheet.col_count < width:
         worksheet.resize(
@@ -143,10 +159,11 @@ def report_to_sheet(
     rows: Sequence[Sequence[Any]],
     statistics: pd.DataFrame,
     dry_run: bool = False,
+    comparisons: pd.DataFrame | None = None,
 ) -> str:
     """Send the rows to the sheet (or print them with ``dry_run``); returns a one-line status."""
     if dry_run:
-        grid = sheet_grid([], header, rows, statistics)
+        grid = sheet_grid([], header, rows, statistics, comparisons)
         print(
             f"Google Sheet dry run: would upsert into '{spreadsheet_name}' / '{worksheet_title}':"
         )
@@ -176,7 +193,7 @@ def report_to_sheet(
     try:
         spreadsheet = client.open(spreadsheet_name)
         worksheet = open_worksheet(spreadsheet, worksheet_title, len(header))
-        upsert_worksheet(worksheet, header, rows, statistics)
+        upsert_worksheet(worksheet, header, rows, statistics, comparisons)
     except gspread.exceptions.SpreadsheetNotFound:
         return (
             f"failed: spreadsheet '{spreadsheet_name}' not found or not shared with the service "
