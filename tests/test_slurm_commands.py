@@ -1,0 +1,223 @@
+"""The Slurm executor without a cluster: sbatch command lines, settings, parsers, the launch.
+
+The real cluster's behaviour is tests/test_slurm.py.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechbed.errors import UserInputError
+from speechbed.pipeline.cli import main
+from speechbed.pipeline.executors import EXECUTOR_FACTORIES, HostExecutor
+from speechbed.pipeline.loader import load_pipeline
+from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.slurm.commands import (
+    BATCH_SCRIPT,
+    active_job_with_comment,
+    largest_gpu_count,
+    output_pattern,
+    parse_job,
+    sbatch_command,
+    submitted_job_id,
+)
+from speechbed.pipeline.slurm.executor import SlurmExecutor
+from speechbed.pipeline.slurm.settings import SlurmJobOptions, SlurmSettings
+
+ODD = Path('/data/my runs/it\'s "odd" $HOME; rm -rf 100%')
+
+
+DEFAULTS = SlurmSettings()
+
+
+def command(settings=DEFAULTS, options=None, num_gpus=0, argv=("python", "x.py")):
+    return sbatch_command(
+        settings,
+        options,
+        job_name="p/train",
+        comment="speechbed-key:abc",
+        output=ODD / "train.slurm.out",
+        cwd=ODD,
+        num_gpus=num_gpus,
+        argv=list(argv),
+    )
+
+
+def test_sbatch_line_is_an_argument_list_with_the_job_argv_last():
+    argv = ["/venv/bin/python", str(ODD / "train.py"), "-y", "a b.yml", "--x=$(id)"]
+    line = command(argv=argv)
+    assert line[0] == "sbatch" and "--parsable" in line
+    assert line[line.index("/dev/stdin") + 1 :] == argv  # untouched: no shell words
+    assert f"--chdir={ODD}" in line
+    assert "--requeue" in line and "--signal=B:USR1@300" in line
+    assert "--job-name=p/train" in line and "--comment=speechbed-key:abc" in line
+    assert not any(option.startswith(("--gres", "--gpus")) for option in line)
+
+
+def test_percent_in_the_output_path_is_not_a_replacement_symbol():
+    line = command()
+    assert f"--output={ODD}/train.slurm.out".replace("100%", "100%%") in line
+    assert output_pattern(Path("/a/%j/b")) == "/a/%%j/b"
+
+
+def test_batch_script_runs_its_arguments_and_builds_no_shell_words(tmp_path):
+    script = tmp_path / "batch.sh"
+    script.write_text(BATCH_SCRIPT)
+    odd = ["it's", '"q"', "$HOME", "a b", "; echo no"]
+    shown = subprocess.run(
+        ["sh", str(script), sys.executable, "-c", "import sys; print(sys.argv[1:])", *odd],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == repr(odd)
+    missing = subprocess.run(["sh", str(script), "/nowhere/python"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "filesystem the compute nodes share" in missing.stderr
+
+
+def test_gpu_request_gres_or_gpus_with_the_gpu_options():
+    settings = SlurmSettings(gpu_options=("--constraint=a100",), cpu_options=("--qos=cpu",))
+    gpu_line = command(settings, num_gpus=2)
+    assert "--gres=gpu:2" in gpu_line and "--constraint=a100" in gpu_line
+    assert "--qos=cpu" not in gpu_line
+    assert "--qos=cpu" in command(settings) and "--constraint=a100" not in command(settings)
+    by_count = command(SlurmSettings(gpu_request="gpus"), num_gpus=1)
+    assert "--gpus=1" in by_count and not any(o.startswith("--gres") for o in by_count)
+
+
+def test_environment_settings_and_the_jobs_own_options_win():
+    settings = SlurmSettings.from_environment(
+        {
+            "SPEECHBED_SLURM_PARTITION": "gpu",
+            "SPEECHBED_SLURM_ACCOUNT": "lab",
+            "SPEECHBED_SLURM_TIME": "24:00:00",
+            "SPEECHBED_SLURM_GPU_OPTIONS": "--constraint='a100|h100' --qos=high",
+            "SPEECHBED_SLURM_SIGNAL_SECONDS": "120",
+        }
+    )
+    assert settings.gpu_options == ("--constraint=a100|h100", "--qos=high")
+    line = command(settings)
+    assert {"--partition=gpu", "--account=lab", "--time=24:00:00", "--signal=B:USR1@120"} <= set(
+        line
+    )
+    own = SlurmJobOptions(
+        partition="debug", time="0:30:00", mem="16G", cpus_per_task=4, options=["--exclusive"]
+    )
+    line = command(settings, own)
+    assert {"--partition=debug", "--time=0:30:00", "--mem=16G", "--cpus-per-task=4"} <= set(line)
+    assert "--partition=gpu" not in line and "--exclusive" in line
+    assert line.index("--exclusive") < line.index("/dev/stdin")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("SPEECHBED_SLURM_GPU_REQUEST", "tres", "gres"),
+        ("SPEECHBED_SLURM_TIME", "two hours", "time limit"),
+        ("SPEECHBED_SLURM_CPU_OPTIONS", "qos=x", "not an sbatch option"),
+        ("SPEECHBED_SLURM_GPU_OPTIONS", "--constraint='a", "shell words"),
+        ("SPEECHBED_SLURM_MAX_REQUEUES", "-1", "negative"),
+    ],
+)
+def test_bad_environment_settings_are_named(name, value, words):
+    with pytest.raises(UserInputError, match=name) as error:
+        SlurmSettings.from_environment({name: value})
+    assert words in str(error.value)
+
+
+def test_answers_are_read():
+    assert submitted_job_id("1234\n") == "1234" and submitted_job_id("77;cluster\n") == "77"
+    with pytest.raises(ValueError):
+        submitted_job_id("")
+    listing = "5|COMPLETED|speechbed-key:k\n6|RUNNING|speechbed-key:k\n7|PENDING|other\n"
+    assert active_job_with_comment(listing, "speechbed-key:k") == "6"
+    assert active_job_with_comment("5|COMPLETED|speechbed-key:k\n", "speechbed-key:k") is None
+    shown = (
+        "JobId=9 JobName=p/t UserId=root(0) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) "
+        "Requeue=1 Restarts=2 BatchFlag=1 ExitCode=0:15 NodeList=node7"
+    )
+    info = parse_job(shown)
+    assert info is not None and info.final and info.restarts == 2 and info.node == "node7"
+    assert info.returncode() == 143 and info.failure() == "TIMEOUT (TimeLimit)"
+    failed = parse_job("JobId=9 JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0")
+    assert failed is not None and failed.returncode() == 3 and failed.failure() is None
+    assert parse_job("slurm_load_jobs error: Invalid job id specified") is None
+    assert largest_gpu_count("gpu:2\n(null)\ngpu:a100:4(S:0-1),tmp:1\n") == 4
+    assert largest_gpu_count("(null)\n") == 0
+
+
+def _job(tmp_path: Path, num_gpus: int = 0) -> PlannedJob:
+    return PlannedJob(
+        index=0,
+        name="train",
+        script=tmp_path / "train.py",
+        config=tmp_path / "run.yml",
+        args=("--epochs", "3"),
+        run_in="slurm",
+        num_gpus=num_gpus,
+        blocking=False,
+        key="k" * 24,
+        root=tmp_path,
+        pipeline="p",
+        log_path=tmp_path / "logs" / "p" / "train.log",
+        slurm=SlurmJobOptions(mem="4G"),
+    )
+
+
+def test_launch_is_the_watcher_with_the_host_argv_and_no_local_gpus(tmp_path):
+    lineage = tmp_path / "state" / ".kkk.lineage-42.json"
+    base = {"CUDA_VISIBLE_DEVICES": "0,1", "SPEECHBED_LINEAGE_FILE": str(lineage), "PATH": "/bin"}
+    launch = SlurmExecutor(base).launch(_job(tmp_path, num_gpus=1), [], base)
+    argv = launch.argv
+    assert argv[1:3] == ["-m", "speechbed.pipeline.slurm.watcher"]
+    sbatch = argv[argv.index("--") + 1 :]
+    assert sbatch[0] == "sbatch" and "--gres=gpu:1" in sbatch and "--mem=4G" in sbatch
+    job_argv = sbatch[sbatch.index("--", sbatch.index("/dev/stdin")) + 1 :]
+    assert job_argv == [sys.executable, str(tmp_path / "train.py"), "-y", str(tmp_path / "run.yml"), "--epochs", "3"]  # fmt: skip
+    assert "CUDA_VISIBLE_DEVICES" not in launch.env  # Slurm sets it
+    handed = launch.env["SPEECHBED_LINEAGE_FILE"]
+    assert handed.endswith(".lineage-slurm.json")
+    assert argv[argv.index("--lineage") + 1 : argv.index("--lineage") + 3] == [handed, str(lineage)]
+    assert launch.handle == str(tmp_path / "logs" / "p" / "train.slurm.json")
+
+
+def test_run_in_override_spares_nested_pipelines(tmp_path, recording_job, monkeypatch):
+    class Elsewhere(HostExecutor):
+        name = "elsewhere"
+
+    monkeypatch.setitem(EXECUTOR_FACTORIES, "elsewhere", Elsewhere)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "pipeline.py").write_text("")
+    pipeline = tmp_path / "p.yml"
+    steps = [
+        {"script": "record_job.py", "config": "job.yml"},
+        {"script": "scripts/pipeline.py", "config": "job.yml"},
+    ]
+    pipeline.write_text(yaml.safe_dump({"jobs": steps}))
+    artifacts = tmp_path / "artifacts"
+    loaded = load_pipeline(pipeline, {"SPEECHBED_RUN_IN": "elsewhere"}, [], tmp_path, artifacts)
+    assert [job.run_in for job in loaded.jobs] == ["elsewhere", "host"]
+    loaded = load_pipeline(pipeline, {}, [], tmp_path, artifacts, run_in="elsewhere")
+    assert [job.run_in for job in loaded.jobs] == ["elsewhere", "host"]
+
+
+def test_bad_slurm_mapping_is_named_with_its_line(tmp_path, testbed_env, recording_job, capsys):
+    pipeline = tmp_path / "p.yml"
+    pipeline.write_text(
+        "jobs:\n  - script: record_job.py\n    config: job.yml\n    run_in: slurm\n"
+        "    slurm: {time: two hours}\n"
+    )
+    code = main(["-y", str(pipeline)], environ=testbed_env, stream=io.StringIO())
+    error = capsys.readouterr().err
+    assert code == 2 and "slurm.time" in error and "p.yml:5" in error, error
+
+
+def test_without_sbatch_the_job_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserInputError, match="needs Slurm's commands"):
+        SlurmExecutor().check(_job(tmp_path))
