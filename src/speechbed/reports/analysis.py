@@ -62,11 +62,16 @@ def write_tables_and_plots(results: ExperimentResults, folder: Path) -> Analysis
     outputs.files["statistics.md"] = _write_text(
         folder / "statistics.md", report_markdown(results.statistics, results.comparisons)
     )
+    conditions = sorted(  # one colour per condition in both figures
+        {*results.runs["condition"], *results.histories.get("condition", ())}
+    )
     outputs.files["per_by_condition.png"] = plots.save_figure(
-        plots.per_by_condition(results.runs), folder / "per_by_condition.png"
+        plots.per_by_condition(results.runs, conditions=conditions),
+        folder / "per_by_condition.png",
     )
     outputs.files["learning_curves.png"] = plots.save_figure(
-        plots.learning_curves(results.histories), folder / "learning_curves.png"
+        plots.learning_curves(results.histories, conditions=conditions),
+        folder / "learning_curves.png",
     )
     return outputs
 

@@ -1,65 +1,124 @@
-"""Figures of an experiment: PER per condition (box + points) and learning curves per run.
+"""Figures of an experiment: PER per condition (points over boxes) and learning curves per run.
 
 Called by ``scripts/analyze.py`` (PNG files) and the analysis notebook (inline figures).
+
+Every panel has a legend; a condition has one colour in every panel and figure given the same
+``conditions``; PER axes start at 0, so small differences look small; epochs are whole numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from speechbed.outputs import atomic_output
 
+PER_LABEL = "PER (%)"
+#: The per-epoch dev PER comes from greedy decoding (the evaluation's may use a beam).
+DEV_CURVE_TITLE = "dev PER (%) per epoch, greedy decoding"
 
-def per_by_condition(runs: pd.DataFrame, partitions: tuple[str, ...] = ("dev", "test")) -> Figure:
-    """One panel per partition: a box per condition with every run's PER as a point."""
+
+def condition_colours(conditions: Iterable[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per condition (tab10, then tab20 past ten), in sorted order."""
+    ordered = sorted(set(conditions))
+    palette = plt.get_cmap("tab10" if len(ordered) <= 10 else "tab20")
+    return {condition: palette(index % palette.N) for index, condition in enumerate(ordered)}
+
+
+def _per_axis(axis: Axes, values: Iterable[float]) -> None:
+    """From 0 to a little above the highest value: differences are seen at their true size."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    axis.set_ylim(0, max(1.0, 1.1 * max(finite, default=0.0)))
+    axis.set_ylabel(PER_LABEL)
+
+
+def per_by_condition(
+    runs: pd.DataFrame,
+    partitions: tuple[str, ...] = ("dev", "test"),
+    conditions: Sequence[str] | None = None,
+) -> Figure:
+    """One panel per partition: each run's PER as a point (jittered sideways) over a light box
+    per condition, each condition in its colour, with a legend (and n) on every panel."""
     figure, axes = plt.subplots(1, len(partitions), figsize=(5 * len(partitions), 4), squeeze=False)
-    conditions = sorted(runs["condition"].unique()) if len(runs) else []
+    present = sorted(runs["condition"].unique()) if len(runs) else []
+    colours = condition_colours(conditions or present)
     jitter = np.random.default_rng(0)  # fixed, so the figure is reproducible
     for axis, partition in zip(axes[0], partitions, strict=True):
         column = f"{partition}_per"
         values = [
-            runs.loc[runs["condition"] == c, column].astype(float).to_numpy() for c in conditions
+            pd.to_numeric(runs.loc[runs["condition"] == c, column], errors="coerce")
+            .dropna()
+            .to_numpy(dtype=float)
+            for c in present
         ]
-        if conditions:
-            axis.boxplot(values, showfliers=False)
-            for position, points in enumerate(values, start=1):
-                offsets = jitter.uniform(-0.12, 0.12, size=points.size)
-                axis.scatter(position + offsets, points, s=14, alpha=0.8, zorder=3)
+        handles = []
+        for position, (condition, points) in enumerate(zip(present, values, strict=True), 1):
+            colour = colours[condition]
+            if points.size:
+                axis.boxplot(
+                    [points], positions=[position], widths=0.5, showfliers=False,
+                    patch_artist=True, zorder=1,
+                    boxprops={"facecolor": (*colour[:3], 0.2), "edgecolor": colour},
+                    medianprops={"color": colour}, whiskerprops={"color": colour},
+                    capprops={"color": colour},
+                )  # fmt: skip
+                offsets = jitter.uniform(-0.15, 0.15, size=points.size)
+                axis.scatter(
+                    position + offsets, points, s=28, color=colour, edgecolors="black",
+                    linewidths=0.5, zorder=3,
+                )  # fmt: skip
+            handles.append(
+                Line2D([], [], marker="o", linestyle="", color=colour, markeredgecolor="black",
+                       label=f"{condition} (n={points.size})")
+            )  # fmt: skip
+        if present:
             axis.set_xticks(
-                range(1, len(conditions) + 1), conditions, rotation=20, ha="right", fontsize=8
+                range(1, len(present) + 1), present, rotation=20, ha="right", fontsize=8
             )
-        axis.set_title(f"{partition} PER per condition")
-        axis.set_ylabel("PER (%)")
+            axis.set_xlim(0.4, len(present) + 0.6)
+            axis.legend(handles=handles, fontsize=7, loc="lower right")
+        _per_axis(axis, np.concatenate(values) if values else [])
+        axis.set_title(f"{partition}: {PER_LABEL} per condition, one point per run")
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
 
 
-def learning_curves(histories: pd.DataFrame) -> Figure:
-    """Dev PER and training loss per epoch, one line per run, coloured by condition."""
+def learning_curves(histories: pd.DataFrame, conditions: Sequence[str] | None = None) -> Figure:
+    """Dev PER (greedy) and training loss per epoch, one line per run, coloured by condition,
+    a legend on each panel."""
     figure, (per_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    if len(histories):
-        conditions = sorted(histories["condition"].unique())
-        colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(conditions)}
-        for (condition, _run_id), history in histories.groupby(["condition", "run_id"], sort=True):
-            history = history.sort_values("epoch")
-            style = {"color": colours[condition], "alpha": 0.8, "marker": "."}
-            if "dev_per" in history:
-                per_axis.plot(history["epoch"], history["dev_per"], **style)
-            if "loss" in history:
-                loss_axis.plot(history["epoch"], history["loss"], **style)
-        for condition in conditions:
-            per_axis.plot([], [], color=colours[condition], label=condition)
-        per_axis.legend(fontsize=7)
-    per_axis.set(title="dev PER per epoch", xlabel="epoch", ylabel="PER (%)")
-    loss_axis.set(title="training loss per epoch", xlabel="epoch", ylabel="CTC loss")
+    present = sorted(histories["condition"].unique()) if len(histories) else []
+    colours = condition_colours(conditions or present)
+    for (condition, _run_id), history in (
+        histories.groupby(["condition", "run_id"], sort=True) if present else []
+    ):
+        history = history.sort_values("epoch")
+        style = {"color": colours[condition], "alpha": 0.8, "marker": "."}
+        if "dev_per" in history:
+            per_axis.plot(history["epoch"], history["dev_per"], **style)
+        if "loss" in history:
+            loss_axis.plot(history["epoch"], history["loss"], **style)
     for axis in (per_axis, loss_axis):
+        if present:
+            handles = [Line2D([], [], color=colours[c], marker=".", label=c) for c in present]
+            axis.legend(handles=handles, fontsize=7)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
+    dev = histories["dev_per"] if "dev_per" in histories else []
+    _per_axis(per_axis, dev)
+    per_axis.set_title(DEV_CURVE_TITLE)
+    loss_axis.set(title="training loss per epoch (CTC, mean per utterance)", ylabel="CTC loss")
+    loss_axis.set_ylim(bottom=0)
     figure.tight_layout()
     return figure
 
