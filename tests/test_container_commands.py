@@ -300,7 +300,7 @@ def test_service_invocations(folders) -> None:
     assert board[board.index("--publish") + 1] == "127.0.0.1:16006:6006"
     assert board[-5:] == [
         "python", "-m", "tensorboard.main", "--bind_all", "--port=6006",
-        "--logdir=/storage/artifacts", "--reload_interval=15",
+        "--logdir=/storage/artifacts/tensorboard", "--reload_interval=15",
     ][-5:]  # fmt: skip
     lab = service_invocation("jupyter", folders["repo"], environ, 18888, "0.0.0.0", "tok123")
     assert lab.argv[lab.argv.index("--publish") + 1] == "0.0.0.0:18888:8888"
@@ -417,14 +417,15 @@ def test_services_share_one_command_line_on_the_host_and_in_the_image(folders) -
     inside = service_invocation("tensorboard", folders["repo"], _environ(folders), 16006)
     assert host.argv[1:] == [
         "-m", "tensorboard.main", "--host=127.0.0.1", "--port=16006",
-        f"--logdir={folders['data']}", "--reload_interval=15",
+        f"--logdir={folders['data'] / 'tensorboard'}", "--reload_interval=15",
     ]  # fmt: skip
     assert inside.argv[-6:] == [
         "-m", "tensorboard.main", "--bind_all", "--port=6006",
-        "--logdir=/storage/artifacts", "--reload_interval=15",
+        "--logdir=/storage/artifacts/tensorboard", "--reload_interval=15",
     ]  # fmt: skip
     lab = service_command("jupyter", "127.0.0.1", 18888, folders["repo"], folders["data"], "t")
     assert (
-        lab.url == "http://127.0.0.1:18888/lab?token=t" and lab.environment["JUPYTER_TOKEN"] == "t"
+        lab.url == "http://127.0.0.1:18888/lab/tree/notebooks/analysis.ipynb?token=t"
+        and lab.environment["JUPYTER_TOKEN"] == "t"
     )
     assert not any("t" == item or "token=t" in item for item in lab.argv)

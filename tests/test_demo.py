@@ -128,7 +128,15 @@ def test_training_curves_are_readable_by_tensorboard(demo):
         history = pd.read_csv(run_dir / "hist.csv")
         dev = scalars[scalars["tag"] == "dev_per"].sort_values("step")
         assert dev["step"].tolist() == history["epoch"].tolist()
-        assert dev["value"].tolist() == pytest.approx(history["dev_per"].tolist(), rel=1e-6)
+        # PER in percent in TensorBoard, as in every table (hist.csv keeps fractions)
+        assert dev["value"].tolist() == pytest.approx((history["dev_per"] * 100).tolist(), rel=1e-5)
+    named = storage / "artifacts" / "tensorboard" / NAME
+    assert sorted(path.name for path in named.iterdir()) == ["lcorr", "mcorr"]
+    for run in runs.itertuples():
+        link = named / run.condition / f"seed={run.seed}"
+        assert link.resolve() == (Path(run.run_dir) / "tensorboard").resolve()
+        tags = set(read_scalars(link)["tag"])
+        assert {"dev_per", "final/dev_per", "final/test_per"} <= tags
 
 
 def test_rerun_of_a_complete_demo_only_prints(demo):

@@ -37,6 +37,7 @@ from speechbed.pipeline.container.commands import (
 )
 from speechbed.pipeline.container.executor import container_available
 from speechbed.pipeline.container.settings import ContainerSettings
+from speechbed.reports.tensorboard_view import VIEW_FOLDER, view_folder
 from speechbed.storage import repository_root, storage_directory
 
 SERVICES = ("jupyter", "tensorboard")
@@ -47,6 +48,8 @@ DEFAULT_PORTS = {
 LOOPBACK = "127.0.0.1"
 #: The image's ports for JupyterLab and TensorBoard (docker/Dockerfile EXPOSEs them).
 IMAGE_PORTS = {"jupyter": 8888, "tensorboard": 6006}
+#: What `make jupyter` opens, relative to the repository (JupyterLab's root).
+NOTEBOOK = "notebooks/analysis.ipynb"
 
 
 @dataclass
@@ -76,6 +79,7 @@ def service_argv(
         argv = [
             python, "-m", "jupyterlab", "--no-browser", f"--ip={bind or '0.0.0.0'}",
             f"--port={port}", "--port-retries=0", f"--ServerApp.root_dir={root_dir}",
+            f"--ServerApp.default_url=/lab/tree/{NOTEBOOK}",
         ]  # fmt: skip
         if as_root:
             argv.append("--allow-root")  # containers and CI run as root; Jupyter refuses otherwise
@@ -83,7 +87,9 @@ def service_argv(
     if name == "tensorboard":
         return [
             python, "-m", "tensorboard.main", "--bind_all" if bind is None else f"--host={bind}",
-            f"--port={port}", f"--logdir={logdir}", "--reload_interval=15",
+            # the named view: runs by experiment, condition and seed (reports.tensorboard_view)
+            f"--port={port}", f"--logdir={PurePath(logdir, VIEW_FOLDER)}",
+            "--reload_interval=15",
         ]  # fmt: skip
     raise UserInputError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
 
@@ -91,7 +97,10 @@ def service_argv(
 def service_url(name: str, host: str, port: int, token: str | None) -> str:
     """Where a person opens the service (Jupyter's carries its token)."""
     shown = LOOPBACK if host in ("0.0.0.0", "::") else host
-    return f"http://{shown}:{port}/" + (f"lab?token={token}" if name == "jupyter" and token else "")
+    if name != "jupyter":
+        return f"http://{shown}:{port}/"
+    # the analysis notebook opened at once; the token logs the browser in
+    return f"http://{shown}:{port}/lab/tree/{NOTEBOOK}" + (f"?token={token}" if token else "")
 
 
 def service_command(
@@ -236,7 +245,7 @@ def start_service(
         raise UserInputError(
             f"port {port} is already in use; pick another with --port or {DEFAULT_PORTS[name][0]}"
         )
-    artifacts.mkdir(parents=True, exist_ok=True)
+    view_folder(artifacts).mkdir(parents=True, exist_ok=True)
     launch, container = choose_launch(name, host, port, root, artifacts, environ, where)
     log_path = state_file(artifacts, name).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

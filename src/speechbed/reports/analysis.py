@@ -100,8 +100,12 @@ def send_reports(
             if history is not None and not tensorboard.has_event_files(run.path) and not dry_run:
                 tensorboard.write_history_scalars(run.tensorboard, history)
                 written += 1
+            if not dry_run:  # named by experiment, condition and seed, with hparams
+                final = {"dev_per": row.dev_per, "test_per": row.test_per}
+                view = tensorboard.describe_run(run.path, final).parents[2]
         statuses["tensorboard"] = (
             f"event files under the run folders ({written} written from hist.csv)"
+            + (f"; runs named in {view}" if len(results.runs) and not dry_run else "")
         )
     if settings.comet:
         counts: dict[str, int] = {}

@@ -31,6 +31,7 @@ from speechbed.jobs import JobSchema, Schema, problems_in_one_line
 from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.pipeline.schema import PipelineFile, PipelineStep
 from speechbed.reports.analyze_job import AnalyzeJob
+from speechbed.reports.tensorboard_view import link_run
 from speechbed.run_folder import ExperimentFolder
 from speechbed.sweep.experiment_file import (
     ARTIFACTS_VARIABLE,
@@ -214,6 +215,8 @@ def write_experiment(
         for run in runs
     }
     write_text_atomic(folder.index, json.dumps(index, indent=2, default=str))
+    for run in runs:  # TensorBoard names each run by experiment, condition and seed
+        link_run(artifacts, name, run.condition(), run.seed(), folder.run(run.run_id).path)
     for file_name, job in files.items():
         _dump_job(out / file_name, job, header)
     return WrittenFiles(out, out / "pipeline.yml", run_configs)

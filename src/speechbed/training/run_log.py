@@ -69,7 +69,9 @@ class RunLog:
         self.history.append(row)
         write_history(self.run.history, self.history, self.columns)
         for column in self.columns[1:]:
-            self.writer.add_scalar(column, row[column], row["epoch"])
+            # error rates as percentages, as every table and plot shows them (hist.csv: fractions)
+            scale = 100.0 if column.endswith("_per") else 1.0
+            self.writer.add_scalar(column, row[column] * scale, row["epoch"])
         self.writer.flush()
 
     def close(self) -> None:
