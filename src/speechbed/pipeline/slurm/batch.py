@@ -17,8 +17,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+
+REQUEUE_WAIT_SECONDS = 120  # Slurm kills a requeued job's batch step long before this
 
 
 def _say(text: str) -> None:
@@ -76,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"error: scontrol requeue {job_id} failed: {requeue.stderr.strip()}")
         return code or 1
     _say(f"requeued job {job_id} (restart {restarts + 1}); it resumes from its newest checkpoint")
+    # Slurm ends this run itself; exiting first would record the job as failed, not requeued.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(REQUEUE_WAIT_SECONDS)
     return code
 
 
