@@ -39,8 +39,8 @@ lint: install  ## ruff check and format check
 clean:  ## remove build outputs and caches (keeps storage/ and .venv)
 	rm -rf build .pytest_cache .ruff_cache .hypothesis src/*.egg-info && find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-pipeline: install  ## run a pipeline: make pipeline yml=FILE [gpus=0,1] [num_jobs=N] [args="--force ..."]
-	$(WITH_ENV) $(PY) scripts/pipeline.py -y $(yml) $(if $(gpus),--gpus $(gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(args)
+pipeline: install  ## run a pipeline: make pipeline yml=FILE [gpus=0,1] [num_jobs=N] [run_in=host|container|slurm] [args="--force ..."]
+	$(WITH_ENV) $(PY) scripts/pipeline.py -y $(yml) $(if $(gpus),--gpus $(gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(args)
 
 .PHONY: docker run_in_container shell
 command ?=
@@ -57,7 +57,7 @@ shell: install  ## an interactive shell in the image, repository at /workspace, 
 check_environment: install  ## print every testbed variable, where its value came from, and what is missing
 	$(PY) -m speechbed.environment --env-file "$(ENV_FILE)"
 
-experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container] [gpus=0,1] [run=1] [only="seed=1-5"] [set="training.num_epochs=2"] [args=--dry-run]
+experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [num_gpus=N] [num_jobs=M] [run_in=host|container|slurm] [gpus=0,1] [run=1] [only="seed=1-5"] [set="training.num_epochs=2"] [args=--dry-run]
 	$(WITH_ENV) $(PY) scripts/sweep_experiment.py -y $(yml) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(num_jobs),--num_jobs $(num_jobs)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(if $(run),--run) $(if $(only),--only "$(only)") $(if $(set),--set "$(set)") $(args)
 
 analyze: install  ## tables, plots and reports of an expanded experiment: make analyze yml=experiments/out/NAME/analyze.yml [args=--dry-run]

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-y", "--yml", required=True, type=Path, help="the experiment YAML")
     parser.add_argument("--num_gpus", type=int, default=0, help="GPUs per train/evaluate job")
     parser.add_argument("--num_jobs", type=int, default=1, help="jobs running at once per step")
-    parser.add_argument("--run_in", choices=("host", "container"), default="host")
+    parser.add_argument("--run_in", choices=("host", "container", "slurm"), default="host")
     parser.add_argument("--gpus", default=None, help="GPU ids for the inner pipelines (e.g. 0,1)")
     parser.add_argument("--run", action="store_true", help="run the pipeline right away")
     parser.add_argument(
@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("num_jobs must be >= 1 and num_gpus >= 0")
         experiment = load_experiment(arguments.yml, arguments.overrides, arguments.only)
         needed = check_gpus(
-            arguments.num_gpus, arguments.gpus, os.environ, experiment, inventory=arguments.run
+            arguments.num_gpus,
+            arguments.gpus,
+            os.environ,
+            experiment,
+            # on Slurm the cluster has the GPUs; the pipeline asks it when it runs
+            inventory=arguments.run and arguments.run_in != "slurm",
         )
         missing = check_inputs(experiment, os.environ, experiment.expansion.populate_cache)
         if missing:

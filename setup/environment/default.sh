@@ -41,6 +41,26 @@ export CONTAINER_PASS_ENV="${CONTAINER_PASS_ENV:-}"
 export CONTAINER_ROOTFS="${CONTAINER_ROOTFS:-}"
 export CONTAINER_PYTHON="${CONTAINER_PYTHON:-}"
 
+# Slurm (jobs with run_in: slurm, or make pipeline ... run_in=slurm). The repository, its .venv
+# and the storage folders above must lie on a filesystem the compute nodes share.
+# Partition and account for every job; empty = the cluster's default partition / your account.
+export SPEECHBED_SLURM_PARTITION="${SPEECHBED_SLURM_PARTITION:-}"
+export SPEECHBED_SLURM_ACCOUNT="${SPEECHBED_SLURM_ACCOUNT:-}"
+# Time limit per job (sbatch --time: minutes, HH:MM:SS or D-HH:MM:SS); empty = the partition's.
+export SPEECHBED_SLURM_TIME="${SPEECHBED_SLURM_TIME:-}"
+# Extra sbatch options, as shell words, for jobs without GPUs and for GPU jobs
+# (e.g. "--qos=cpu" and "--constraint=a100 --cpus-per-gpu=8").
+export SPEECHBED_SLURM_CPU_OPTIONS="${SPEECHBED_SLURM_CPU_OPTIONS:-}"
+export SPEECHBED_SLURM_GPU_OPTIONS="${SPEECHBED_SLURM_GPU_OPTIONS:-}"
+# How a job with num_gpus: N asks for them: gres (--gres=gpu:N) or gpus (--gpus=N); empty = gres.
+export SPEECHBED_SLURM_GPU_REQUEST="${SPEECHBED_SLURM_GPU_REQUEST:-}"
+# SIGUSR1 this many seconds before the time limit: training checkpoints, the job is requeued
+# and resumes; after SPEECHBED_SLURM_MAX_REQUEUES requeues it fails. Empty = 300 and 3.
+export SPEECHBED_SLURM_SIGNAL_SECONDS="${SPEECHBED_SLURM_SIGNAL_SECONDS:-}"
+export SPEECHBED_SLURM_MAX_REQUEUES="${SPEECHBED_SLURM_MAX_REQUEUES:-}"
+# Seconds between state queries (scontrol) per running job; empty = 10.
+export SPEECHBED_SLURM_POLL_SECONDS="${SPEECHBED_SLURM_POLL_SECONDS:-}"
+
 # Host ports for JupyterLab and TensorBoard.
 export JUPYTER_HOST_PORT="${JUPYTER_HOST_PORT:-8888}"
 export TENSORBOARD_HOST_PORT="${TENSORBOARD_HOST_PORT:-6006}"

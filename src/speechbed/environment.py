@@ -29,6 +29,8 @@ from rich.text import Text
 
 from speechbed.errors import UserInputError
 from speechbed.pipeline.inventory import parse_gpu_list
+from speechbed.pipeline.slurm.settings import SETTINGS as SLURM_SETTINGS
+from speechbed.pipeline.slurm.settings import SlurmSettings
 from speechbed.storage import ROOT_VARIABLE, STORAGE_FOLDERS, repository_root
 
 #: The checkout whose default.sh the Makefile sources: SPEECHBED_ROOT is one of the variables
@@ -152,6 +154,13 @@ def check(name: str, value: str) -> tuple[str, bool]:
         if shutil.which(value) is None:
             return f"{value} is not on PATH: run_in: container jobs cannot run", False
         return "ok", False
+    if name.startswith("SPEECHBED_SLURM_"):
+        try:
+            SlurmSettings.from_environment({name: value})
+        except UserInputError as error:
+            return str(error), True
+        meaning = SLURM_SETTINGS.get(name, "")
+        return (f"empty: {meaning}", False) if not value.strip() else ("ok", False)
     if name.endswith("_PORT"):
         if not value.isdigit() or not 0 < int(value) < 65536:
             return "must be a port number (1-65535)", True

@@ -19,17 +19,17 @@ from speechbed.jobs import JobSchema
 
 #: How a job asks for its GPUs: ``--gres=gpu:N`` (every Slurm version) or ``--gpus=N``.
 GPU_REQUESTS = ("gres", "gpus")
-#: The environment file's settings, with what each one means (``make check_environment``).
+#: The environment file's settings, with what an empty one means (``make check_environment``).
 SETTINGS = {
-    "SPEECHBED_SLURM_PARTITION": "partition for every job; empty = the cluster's default",
-    "SPEECHBED_SLURM_ACCOUNT": "account charged; empty = your default account",
-    "SPEECHBED_SLURM_TIME": "time limit per job (sbatch --time, e.g. 24:00:00); empty = the partition's",
-    "SPEECHBED_SLURM_CPU_OPTIONS": "extra sbatch options for jobs without GPUs (shell words)",
-    "SPEECHBED_SLURM_GPU_OPTIONS": "extra sbatch options for GPU jobs (shell words)",
-    "SPEECHBED_SLURM_GPU_REQUEST": "gres (--gres=gpu:N, default) or gpus (--gpus=N)",
-    "SPEECHBED_SLURM_SIGNAL_SECONDS": "SIGUSR1 this many seconds before the time limit (default 300)",
-    "SPEECHBED_SLURM_MAX_REQUEUES": "requeues after that signal before the job fails (default 3)",
-    "SPEECHBED_SLURM_POLL_SECONDS": "seconds between job state queries per job (default 10)",
+    "SPEECHBED_SLURM_PARTITION": "the cluster's default partition",
+    "SPEECHBED_SLURM_ACCOUNT": "your default account",
+    "SPEECHBED_SLURM_TIME": "the partition's time limit",
+    "SPEECHBED_SLURM_CPU_OPTIONS": "no extra sbatch options for jobs without GPUs",
+    "SPEECHBED_SLURM_GPU_OPTIONS": "no extra sbatch options for GPU jobs",
+    "SPEECHBED_SLURM_GPU_REQUEST": "GPUs asked for as --gres=gpu:N",
+    "SPEECHBED_SLURM_SIGNAL_SECONDS": "SIGUSR1 300 s before the time limit",
+    "SPEECHBED_SLURM_MAX_REQUEUES": "3 requeues after that signal, then the job fails",
+    "SPEECHBED_SLURM_POLL_SECONDS": "job states read every 10 s",
 }
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|\d+-\d+|UNLIMITED|INFINITE")
 _MEMORY = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
