@@ -16,6 +16,7 @@ from typing import TextIO
 from speechbed.errors import UserInputError
 from speechbed.jobs import describe_schema
 from speechbed.outputs import write_text_atomic
+from speechbed.pipeline import stages
 from speechbed.pipeline.display import PipelineDisplay
 from speechbed.pipeline.executors import EXECUTOR_FACTORIES
 from speechbed.pipeline.inventory import discover_gpus
@@ -68,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
         "default: SPEECHBED_RUN_IN, else each job's run_in",
     )
     parser.add_argument(
+        "--from",
+        dest="first",
+        metavar="NAME",
+        help="start at this job (a name or path at any depth of nested pipelines; see stages)",
+    )
+    parser.add_argument("--to", dest="last", metavar="NAME", help="stop after this job")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME[,NAME...]",
+        help="run only these jobs (a nested pipeline: all of its jobs)",
+    )
+    parser.add_argument(
         "--kill-grace",
         type=float,
         default=10.0,
@@ -101,12 +115,36 @@ def main(
         )
         state = JobState(artifacts / "pipelines" / "state", environ, root)
         force = arguments.force or environ.get(FORCE_VARIABLE) == "1"
+        slicing = bool(arguments.first or arguments.last or arguments.only)
+        tree = (
+            stages.pipeline_tree(pipeline, environ, gpus, root, artifacts)
+            if slicing or arguments.dry_run
+            else []
+        )
+        picked = (
+            stages.select_stages(tree, arguments.first, arguments.last, arguments.only)
+            if tree
+            else set()
+        )
         if arguments.dry_run:
+            nodes = [node for top in tree for node in top.walk()]
             reasons = {
-                job.key: "--force" if force else state.why_run(job.key) for job in pipeline.jobs
+                node.job.key: "--force" if force else state.why_run(node.job.key) for node in nodes
             }
-            display.plan(pipeline.name, pipeline.jobs, reasons, gpus, gpu_source, state.state_dir)
+            display.plan(
+                pipeline.name, [node.job for node in nodes], reasons, gpus, gpu_source,
+                state.state_dir,
+                depths={node.job: node.depth for node in nodes},
+                left_out={node.job for node in nodes if not any(
+                    leaf.path in picked for leaf in node.leaves())},
+            )  # fmt: skip
             return 0
+        if slicing:
+            pipeline = stages.restrict(pipeline, tree, picked)
+            display.message(
+                f"stages: {len(picked)} of {sum(len(top.leaves()) for top in tree)} job(s) "
+                f"picked; {len(pipeline.jobs)} of this pipeline's run"
+            )
         leases = GpuLeases(default_lease_dir(environ))
         if gpus:
             leases.prepare()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -144,7 +145,12 @@ class PipelineDisplay:
         gpus: list[int],
         gpu_source: str,
         state_dir: Path,
+        depths: Mapping[PlannedJob, int] | None = None,
+        left_out: Collection[PlannedJob] = (),
     ) -> None:
+        """The plan; ``depths`` indents the jobs of nested pipelines, and jobs that
+        ``--from/--to/--only`` leave out say so."""
+        depths = depths or {}
         self.console.print(
             f"pipeline {name}: {len(jobs)} job(s); GPUs {_gpus(gpus)} (from {gpu_source}); state {state_dir}"
         )
@@ -153,12 +159,17 @@ class PipelineDisplay:
             table.add_column(column, overflow="fold")
         for job in jobs:
             command = shlex.join(["python", str(job.script), "-y", str(job.config), *job.args])
+            depth = depths.get(job, 0)
+            if job in left_out:
+                would = Text("left out (--from/--to/--only)", style="dim")
+            elif reasons[job.key] is None:
+                would = Text("skip (done)", style="cyan")
+            else:
+                would = Text(f"run: {reasons[job.key]}", style="green")
             table.add_row(
-                str(job.index),
-                job.name,
-                Text("skip (done)", style="cyan")
-                if reasons[job.key] is None
-                else Text(f"run: {reasons[job.key]}", style="green"),
+                "  " * depth + str(job.index),
+                "  " * depth + job.name,
+                would,
                 job.run_in,
                 str(job.num_gpus),
                 "yes" if job.blocking else "",

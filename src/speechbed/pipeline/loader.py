@@ -94,9 +94,11 @@ def load_pipeline(
     artifacts: Path,
     num_jobs: int | None = None,
     run_in: str | None = None,
+    check_gpus: bool = True,
 ) -> Pipeline:
     """Load, check and plan ``source``; nothing is started or written. ``run_in`` (else
-    ``SPEECHBED_RUN_IN``) replaces every job's own, a nested pipeline's excepted."""
+    ``SPEECHBED_RUN_IN``) replaces every job's own, a nested pipeline's excepted.
+    ``check_gpus=False`` (reading a nested pipeline for a plan) skips the inventory check."""
     document = load_config(source, PipelineFile, environ)
     run_in = run_in or environ.get(RUN_IN_VARIABLE, "").strip() or None
     name = pipeline_name(source, document.name)
@@ -126,7 +128,7 @@ def load_pipeline(
                 executors[step.run_in] = make_executor(step.run_in)
             except UserInputError as error:
                 raise UserInputError(f"{where}: {error}") from None
-        if step.num_gpus > len(gpus) and executors[step.run_in].leases_local_gpus:
+        if check_gpus and step.num_gpus > len(gpus) and executors[step.run_in].leases_local_gpus:
             have = f"{len(gpus)} ({','.join(map(str, gpus))})" if gpus else "none"
             raise UserInputError(
                 f"{where}: asks for num_gpus: {step.num_gpus} but the GPU inventory has {have}; "
