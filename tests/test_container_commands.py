@@ -429,3 +429,36 @@ def test_services_share_one_command_line_on_the_host_and_in_the_image(folders) -
         and lab.environment["JUPYTER_TOKEN"] == "t"
     )
     assert not any("t" == item or "token=t" in item for item in lab.argv)
+
+
+def _fake_engine(folder: Path) -> dict[str, str]:
+    """A `docker` on PATH that knows no image (exit 1 for every command), and no nvidia-smi."""
+    engine = folder / "docker"
+    engine.write_text("#!/bin/sh\nexit 1\n")
+    engine.chmod(0o755)
+    environ = {**os.environ, "PATH": str(folder), "CONTAINER_ENGINE": "docker"}
+    for variable in ("SPEECHBED_GPUS", "CUDA_VISIBLE_DEVICES", "CONTAINER_ROOTFS"):
+        environ.pop(variable, None)
+    return environ
+
+
+@pytest.mark.parametrize("action", [["shell"], ["run", "--", "python", "-V"]])
+def test_shell_and_run_check_for_the_image_first_as_the_pipeline_does(tmp_path, action) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "speechbed.pipeline.container", *action],
+        env=_fake_engine(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "not found by docker; build it with `make docker`" in run.stderr
+
+
+def test_a_gpu_request_on_a_machine_without_gpus_is_one_clear_line(tmp_path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "speechbed.pipeline.container", "shell", "--gpus", "0"],
+        env=_fake_engine(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        "error: gpus=0: GPU(s) 0 not on this machine (its GPUs: none, from none found); "
+        "leave gpus= out to run without a GPU"
+    ]

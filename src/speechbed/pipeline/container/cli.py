@@ -19,9 +19,14 @@ from speechbed.pipeline.container.commands import (
     build_command,
     interactive_invocation,
 )
-from speechbed.pipeline.container.executor import engine_missing, prepare_storage, remove_container
+from speechbed.pipeline.container.executor import (
+    engine_missing,
+    image_missing,
+    prepare_storage,
+    remove_container,
+)
 from speechbed.pipeline.container.settings import ContainerSettings
-from speechbed.pipeline.inventory import parse_gpu_list
+from speechbed.pipeline.inventory import discover_gpus, parse_gpu_list
 from speechbed.pipeline.leases import GpuLeases, default_lease_dir
 from speechbed.storage import repository_root
 
@@ -77,6 +82,19 @@ def _run_interactive(
     if not command:
         raise UserInputError('no command given; use make run_in_container command="..."')
     devices = parse_gpu_list(arguments.gpus, "--gpus") if arguments.gpus else []
+    if devices:  # before the image check: a machine without GPUs says so in one line
+        machine, source = discover_gpus(None, environ)
+        absent = [device for device in devices if device not in machine]
+        if absent:
+            have = ",".join(map(str, machine)) if machine else "none"
+            raise UserInputError(
+                f"gpus={arguments.gpus}: GPU(s) {','.join(map(str, absent))} not on this machine "
+                f"(its GPUs: {have}, from {source}); leave gpus= out to run without a GPU"
+            )
+    # the same check and message as a pipeline's container job
+    problem = image_missing(settings)
+    if problem is not None:
+        raise UserInputError(problem)
     leases = GpuLeases(default_lease_dir(environ))
     if devices:
         leases.prepare()
