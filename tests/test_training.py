@@ -175,6 +175,35 @@ def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path, cache_dire
     assert "already trained" in again.stdout
 
 
+def test_sigusr1_stops_at_a_batch_and_the_run_resumes_from_its_newest_checkpoint(
+    tmp_path, cache_directory
+):
+    # What Slurm sends before a time limit (--signal=B:USR1@seconds, passed on to the job)
+    path = tmp_path / "run.yml"
+    config = run_config(tmp_path / "run", cache_directory, training={"num_epochs": 12})
+    path.write_text(yaml.safe_dump(config))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        train_command(path), env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("epoch-*.pt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGUSR1)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 75, output
+    assert "SIGUSR1: stopping in epoch" in output and "Traceback" not in output
+    stopped_after = len(read_history(tmp_path / "run"))
+    assert 1 <= stopped_after < 12 and not (tmp_path / "run" / "model.pt").exists()
+    resumed = subprocess.run(
+        train_command(path), check=True, env=environment, capture_output=True, text=True
+    )
+    assert f"resuming after epoch {stopped_after}" in resumed.stdout
+    assert len(read_history(tmp_path / "run")) == 12
+
+
 def test_run_files_and_keep_last_and_best_only(tmp_path, cache_directory):
     config = RunConfig.model_validate(
         run_config(tmp_path / "run", cache_directory, training={"num_epochs": 3})

@@ -8,7 +8,9 @@ the task supplies batches, model, loss and dev metric; small collaborators keep 
 from __future__ import annotations
 
 import random
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,6 +31,22 @@ from speechbed.training.optimization import GradientStep, make_optimizer, make_s
 from speechbed.training.run_log import RunLog, best_epoch
 from speechbed.training.stopping import EarlyStopping
 from speechbed.training.task import Task
+
+#: The exit status of a run stopped by SIGUSR1 (EX_TEMPFAIL: start it again to resume).
+STOPPED_EXIT_CODE = 75
+
+
+class TrainingStopped(SystemExit):
+    """SIGUSR1 asked the run to stop (Slurm's warning before a time limit or preemption).
+
+    It ends the process with ``STOPPED_EXIT_CODE`` once the current batch is done. The
+    unfinished epoch is dropped: the newest checkpoint is the last complete epoch's, from
+    which a restart resumes exactly (a mid-epoch checkpoint could not be resumed exactly).
+    """
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(STOPPED_EXIT_CODE)
+        self.epoch = epoch
 
 
 def resolve_device(name: str, section: str = "training") -> torch.device:
@@ -91,6 +109,7 @@ class Trainer:
         self.step = GradientStep(self.optimizer, self.scaler, training.gradient_accumulation)
         self.log = RunLog(run, task.metric)
         self.stopped = False
+        self.stop_requested = False  # set by SIGUSR1 while fit runs
         self.checkpoint_metadata = {**checkpoint_metadata, **self.model_description}
         self.store = CheckpointStore(run)
         self.checkpointer = Checkpointer(
@@ -123,13 +142,30 @@ class Trainer:
     def fit(self) -> None:
         """Train epochs until ``num_epochs`` or early stopping."""
         self.log.open()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGUSR1, self._request_stop)
         try:
             epoch = len(self.history)
             while not self.stopped and epoch < self.training.num_epochs:
                 epoch += 1
                 self.run_epoch(epoch)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGUSR1, previous)
             self.log.close()
+
+    def _request_stop(self, number: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def _stop_if_requested(self, epoch: int) -> None:
+        if self.stop_requested:
+            print(
+                f"{self.config.info.name}: SIGUSR1: stopping in epoch {epoch}; started again, "
+                f"the run resumes after epoch {epoch - 1}, its newest checkpoint",
+                flush=True,
+            )
+            raise TrainingStopped(epoch)
 
     def run_epoch(self, epoch: int) -> None:
         """Train, measure dev, adapt the schedule, log, checkpoint."""
@@ -137,7 +173,9 @@ class Trainer:
         started = time.perf_counter()
         self.train_loader.batch_sampler.set_epoch(epoch)
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        loss = self.train_epoch(f"{self.config.info.name} epoch {epoch}/{training.num_epochs}")
+        loss = self.train_epoch(
+            f"{self.config.info.name} epoch {epoch}/{training.num_epochs}", epoch
+        )
         value = task.dev_metric(self.model, self.dev_loader, self.device)
         if self.scheduler is not None and epoch > training.reduce_lr_burnin:
             self.scheduler.step(value)
@@ -159,7 +197,7 @@ class Trainer:
         if training.keep_last_and_best_only:
             self.store.prune({epoch, self.best_epoch()})
 
-    def train_epoch(self, description: str) -> float:
+    def train_epoch(self, description: str, epoch: int) -> float:
         """One pass over the training batches; returns the item-weighted mean loss."""
         task, model, device = self.task, self.model, self.device
         model.train()
@@ -184,4 +222,5 @@ class Trainer:
             total_loss += loss.item() * items
             total_items += items
             bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
+            self._stop_if_requested(epoch)
         return total_loss / max(total_items, 1)
