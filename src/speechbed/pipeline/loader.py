@@ -148,7 +148,7 @@ def load_pipeline(
             run_in=step.run_in,
             num_gpus=step.num_gpus,
             blocking=step.blocking,
-            key=job_key(_relative_text(script, root), resolved, step.run_in, step.args),
+            key=job_key(_relative_text(script, root), resolved, step.args),
             root=root,
             pipeline=name,
             log_path=artifacts / "logs" / name / f"{job_name}.log",

@@ -4,8 +4,8 @@ The loader computes keys; the scheduler records successes and asks ``why_run`` b
 starting a job; ``--dry-run`` prints the same answers.
 
 A job's key is a SHA-256 over its script path (relative to the repository root when
-inside it), the text of its job file after ``${VAR}`` substitution, its ``run_in`` and its
-extra ``args``. Success is one small JSON file, ``<state dir>/<key>.json``, written
+inside it), the text of its job file after ``${VAR}`` substitution and its extra ``args``
+(not where it runs: a job done on the host counts as done in a container or on Slurm). Success is one small JSON file, ``<state dir>/<key>.json``, written
 atomically (``speechbed.outputs``); failed and interrupted jobs leave no record. A script
 that follows the job-file convention hands the runner its lineage (``speechbed.lineage``:
 fingerprints of what it read and wrote, and its code versions) through the file named by
@@ -34,9 +34,9 @@ from speechbed.outputs import OutputError, make_folder, process_alive, write_tex
 NESTED_PIPELINE = "nested_pipeline"
 
 
-def job_key(script: str, resolved_config_text: str, run_in: str, args: Sequence[str]) -> str:
-    """The 24-hex-digit identity of a job's work."""
-    identity = json.dumps([script, resolved_config_text, run_in, list(args)], ensure_ascii=False)
+def job_key(script: str, resolved_config_text: str, args: Sequence[str]) -> str:
+    """The 24-hex-digit identity of a job's work (where it runs is not part of it)."""
+    identity = json.dumps([script, resolved_config_text, list(args)], ensure_ascii=False)
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
 
 
