@@ -132,3 +132,23 @@ def test_the_issues_command_lines_run_as_printed(line, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert not (tmp_path / "a").exists() or "sweep" not in line  # a dry run writes nothing
+
+
+def test_a_script_run_directly_reads_the_storage_defaults_make_gives(tmp_path):
+    """No "ARTIFACTS_DIRECTORY is not set": unset storage variables get default.sh's folders."""
+    job = tmp_path / "analyze.yml"
+    job.write_text("experiments: [nothing_here]\\nartifacts_directory: ${ARTIFACTS_DIRECTORY}\\n")
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("ARTIFACTS_DIRECTORY", "CACHE_DIRECTORY", "DATA_DIRECTORY", "ENV_FILE")
+    }
+    environ["SPEECHBED_ROOT"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "analyze.py"), "-y", str(job), "--dry-run"],
+        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "is not set" not in result.stderr
+    assert f"no runs of experiment 'nothing_here' under {tmp_path / 'storage' / 'artifacts'}" in (
+        result.stderr
+    )
