@@ -137,7 +137,7 @@ def test_the_issues_command_lines_run_as_printed(line, tmp_path):
 def test_a_script_run_directly_reads_the_storage_defaults_make_gives(tmp_path):
     """No "ARTIFACTS_DIRECTORY is not set": unset storage variables get default.sh's folders."""
     job = tmp_path / "analyze.yml"
-    job.write_text("experiments: [nothing_here]\\nartifacts_directory: ${ARTIFACTS_DIRECTORY}\\n")
+    job.write_text("experiments: [nothing_here]\nartifacts_directory: ${ARTIFACTS_DIRECTORY}\n")
     environ = {
         key: value
         for key, value in os.environ.items()
