@@ -257,8 +257,9 @@ def test_run_in_container_command_line(testbed: dict) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "speechbed.pipeline.container", "run", "--gpus", "2", "--",
          "/usr/bin/python3", "-c", code],
-        env=testbed["env"], cwd=testbed["root"], capture_output=True, text=True, timeout=120,
-        stdin=subprocess.DEVNULL,
+        # a fake inventory: GPU 2 must exist for gpus=2 to be leased (the engine gets env mode)
+        env={**testbed["env"], "SPEECHBED_GPUS": "0,1,2"}, cwd=testbed["root"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert run.returncode == 4, run.stdout + run.stderr  # the command's own exit code
     assert "gpus 2" in run.stdout

@@ -44,6 +44,14 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     return environ
 
 
+def _prepared_timit(tmp_path: Path) -> None:
+    """Empty manifests standing in for a prepared TIMIT (what the study's commands read)."""
+    manifests = tmp_path / "c" / "timit" / "manifests"
+    manifests.mkdir(parents=True, exist_ok=True)
+    for partition in ("train", "dev", "test"):
+        (manifests / f"{partition}.jsonl").write_text("")
+
+
 def test_the_readme_prints_commands():
     assert any(words[0] == "make" for words in COMMANDS)
 
@@ -93,6 +101,7 @@ def test_cheap_readme_lines_run_as_printed(words, tmp_path):
     if words[0] == "make" and shutil.which("make") is None:
         pytest.skip("make is not installed")
     command = ["make", "-o", "install", *words[1:]] if words[0] == "make" else words
+    _prepared_timit(tmp_path)
     result = subprocess.run(
         command, cwd=ROOT, env=_environment(tmp_path), capture_output=True, text=True, timeout=300
     )
@@ -117,10 +126,7 @@ def test_the_issues_command_lines_run_as_printed(line, tmp_path):
         pytest.skip("make is not installed")
     environ = _environment(tmp_path)
     environ.update(SPEECHBED_GPUS="", CUDA_VISIBLE_DEVICES="", PATH="/usr/bin:/bin")
-    manifests = tmp_path / "c" / "timit" / "manifests"
-    manifests.mkdir(parents=True)
-    for partition in ("train", "dev", "test"):
-        (manifests / f"{partition}.jsonl").write_text("")
+    _prepared_timit(tmp_path)
     words = shlex.split(line)
     command = (
         ["make", "--no-print-directory", "-o", "install", *words[1:]]
