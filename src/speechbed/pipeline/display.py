@@ -157,15 +157,18 @@ class PipelineDisplay:
         table = Table(title="plan (dry run: nothing is started)", title_justify="left")
         for column in ("#", "job", "would", "run_in", "gpus", "barrier", "command"):
             table.add_column(column, overflow="fold")
+        first_run = None  # a job that runs may change what later jobs read
         for job in jobs:
             command = shlex.join(["python", str(job.script), "-y", str(job.config), *job.args])
             depth = depths.get(job, 0)
             if job in left_out:
                 would = Text("left out (--from/--to/--only)", style="dim")
             elif reasons[job.key] is None:
-                would = Text("skip (done)", style="cyan")
+                later = f", asked again after {first_run} ran" if first_run else ""
+                would = Text(f"skip (done{later})", style="cyan")
             else:
                 would = Text(f"run: {reasons[job.key]}", style="green")
+                first_run = first_run or job.name
             table.add_row(
                 "  " * depth + str(job.index),
                 "  " * depth + job.name,
