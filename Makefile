@@ -18,8 +18,9 @@ run ?=
 only ?=
 set ?=
 demo_experiment ?= experiments/demo.yml
+num_workers ?=
 
-.PHONY: help install test bench lint clean pipeline check_environment experiment analyze demo tensorboard jupyter
+.PHONY: help install test bench lint clean pipeline check_environment experiment analyze demo tensorboard jupyter search
 
 help:  ## list the targets
 	@grep -E '^[a-z_]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | expand -t 22
@@ -65,6 +66,9 @@ analyze: install  ## tables, plots and reports of an expanded experiment: make a
 
 demo: install  ## synthetic corpus -> feature caches -> demo sweep (lcorr + mcorr) -> analysis; resumes, instant when done
 	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run
+
+search: install  ## hyperparameter search: make search yml=experiments/search/X.yml [num_workers=N] [num_gpus=1] [run_in=host|container|slurm] [gpus=0,1]
+	$(WITH_ENV) $(PY) scripts/search.py -y $(yml) --num_workers $(or $(num_workers),1) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(args)
 
 tensorboard: install  ## serve ${ARTIFACTS_DIRECTORY} with TensorBoard on loopback [args="--port N | --host 0.0.0.0 | --stop"]
 	$(WITH_ENV) $(PY) -m speechbed.services tensorboard $(args)

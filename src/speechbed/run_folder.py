@@ -89,3 +89,29 @@ class ExperimentFolder:
             path.parent.name: {"condition": "base", "seed": None, "settings": {}}
             for path in sorted(self.path.glob(f"*/{RUN_CONFIG}"))
         }
+
+
+SEARCH = "search"
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    """One search study's folder, ``${ARTIFACTS_DIRECTORY}/search/<study>/``: the embedded
+    study store ``journal.log``, the workers' ``pipeline.yml`` and one run folder per trial."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, artifacts: Path, study: str) -> StudyFolder:
+        return cls(artifacts / SEARCH / study)
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal.log"
+
+    @property
+    def pipeline(self) -> Path:
+        return self.path / "pipeline.yml"
+
+    def trial(self, number: int) -> RunFolder:
+        return RunFolder(self.path / "trials" / f"{number:04d}")

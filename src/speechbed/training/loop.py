@@ -10,10 +10,10 @@ speechbed.training.run_lineage); a run of other settings is refused.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from speechbed.errors import UserInputError
 from speechbed.lineage import FINGERPRINT_FILE
@@ -66,12 +66,17 @@ def _clear_run(run: RunFolder) -> None:
 
 
 def train_run(
-    config: RunConfig, force: bool = False, progress: bool = True, keep: Iterable[Path] = ()
+    config: RunConfig,
+    force: bool = False,
+    progress: bool = True,
+    keep: Iterable[Path] = (),
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingSummary:
     """Train (or continue training) the run described by ``config`` and save its best model.
 
     A run folder trained on other data or by other training code is moved aside (the files
     of ``keep`` in it, such as its job file, are copied back) and the run starts afresh.
+    ``on_epoch`` receives each trained epoch's ``hist.csv`` row (the search's pruning hook).
     """
     run = RunFolder(Path(config.info.run_dir))
     task = make_task(config)
@@ -103,7 +108,7 @@ def train_run(
     (run.path / FINGERPRINT_FILE).unlink(missing_ok=True)  # not trained until model.pt is saved
     remove_dead_leftovers(run.path)
     remove_dead_leftovers(run.checkpoints)
-    trainer = Trainer(config, task, run, identity.record(), progress)
+    trainer = Trainer(config, task, run, identity.record(), progress, on_epoch)
     if state is not None:
         trainer.resume(state)
         print(f"{run.path}: resuming after epoch {state['epoch']}")

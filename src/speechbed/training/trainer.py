@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,8 +77,12 @@ class Trainer:
         run: RunFolder,
         checkpoint_metadata: dict[str, Any],
         progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config, self.task, self.run, self.progress = config, task, run, progress
+        # Called with each epoch's hist.csv row once its checkpoint is saved (the search
+        # reports dev PER to optuna here; an exception it raises ends the run after that epoch).
+        self.on_epoch = on_epoch
         training = self.training = config.training
         self.device = resolve_device(training.device)
         if training.num_threads is not None:
@@ -196,6 +201,8 @@ class Trainer:
         self.checkpointer.save(epoch, {**self.checkpoint_metadata, "stopped": self.stopped})
         if training.keep_last_and_best_only:
             self.store.prune({epoch, self.best_epoch()})
+        if self.on_epoch is not None:
+            self.on_epoch(row)
 
     def train_epoch(self, description: str, epoch: int) -> float:
         """One pass over the training batches; returns the item-weighted mean loss."""

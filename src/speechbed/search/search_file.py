@@ -1,0 +1,169 @@
+"""The search file: a base run config, a study, its storage, sampler, pruner and search space.
+
+The job file of ``scripts/search.py``, loaded by ``load_search`` (which the workers, ``--best``,
+``--important`` and ``make search`` share). Errors name the file, the line and the key, as for
+every job file; a search-space name that is unknown, untunable or of the wrong kind, and a range
+bound or choice the run config refuses, name the line of that entry.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from speechbed.errors import UserInputError
+from speechbed.jobs import JobSchema, load_document, problems_in_one_line, validate_document
+from speechbed.pipeline.schema import JOB_NAME
+from speechbed.search.space import ParameterRange, name_problem
+from speechbed.tasks import DEFAULT_TASK
+from speechbed.training.config import (
+    DataConfig,
+    EvaluationConfig,
+    ModelConfig,
+    RunConfig,
+    TrainingConfig,
+)
+
+RUN_SECTIONS = ("data", "model", "training", "evaluation")
+JOURNAL = "journal"
+
+
+class SearchFile(JobSchema):
+    """A hyperparameter search: what a trial trains, how trials are drawn, and how many."""
+
+    study: str | None = Field(
+        None, description="the study's name (letters, digits, . _ -); default: the file's stem"
+    )
+    storage: str = Field(
+        JOURNAL,
+        description="'journal' (an embedded store, ${ARTIFACTS_DIRECTORY}/search/<study>/"
+        "journal.log, safe for workers on one machine) or a database URL for workers on several "
+        "machines, written as ${SEARCH_STORAGE} (it may hold a password: keep it in private/)",
+    )
+    sampler: Literal["random", "tpe", "cmaes"] = Field(
+        "tpe",
+        description="random | tpe (multivariate, with the constant liar for parallel workers) | "
+        "cmaes (int and float parameters; choices are drawn at random)",
+    )
+    sampler_seed: int | None = Field(None, description="seed of the sampler (null: random)")
+    pruner: Literal["none", "median", "hyperband"] = Field(
+        "median",
+        description="stop poor trials early on their per-epoch dev metric: none | median | "
+        "hyperband (epochs as the resource)",
+    )
+    pruner_startup_trials: int = Field(
+        2, ge=0, description="median: trials finished before any is pruned"
+    )
+    pruner_warmup_epochs: int = Field(
+        1, ge=0, description="median: epochs a trial trains before it can be pruned"
+    )
+    num_trials: int = Field(
+        ge=1, description="finished trials (complete + pruned) the study ends with, all workers"
+    )
+    heartbeat_seconds: int = Field(
+        30, ge=1, description="a running trial's worker records it is alive this often"
+    )
+    grace_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="a running trial silent this long is failed and retried (null: 3 heartbeats)",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="times a trial whose worker died is retried with the same settings"
+    )
+    task: str = Field(DEFAULT_TASK, description="the recipe every trial trains (see RunConfig)")
+    seed: int = Field(0, description="info.seed of every trial")
+    data: DataConfig = Field(description="run config section, shared by every trial")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="run config section")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="run config section"
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="run config section"
+    )
+    space: dict[str, ParameterRange] = Field(
+        min_length=1,
+        description="search parameters: section.key -> {int: [low, high]} | {float: [low, "
+        "high]} | {choice: [...]}, with log: true or step: N (speechbed.search.space)",
+    )
+
+    @pydantic.field_validator("study")
+    @classmethod
+    def _study_is_a_file_name(cls, name: str | None) -> str | None:
+        if name is not None and not JOB_NAME.fullmatch(name):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names the study folder)")
+        return name
+
+    @pydantic.field_validator("storage", mode="before")
+    @classmethod
+    def _empty_is_journal(cls, storage: object) -> object:
+        if storage is None or isinstance(storage, str) and not storage.strip():
+            return JOURNAL  # ${SEARCH_STORAGE:-} left empty: the embedded store
+        return storage
+
+    @property
+    def grace(self) -> int:
+        return self.grace_seconds or 3 * self.heartbeat_seconds
+
+
+@dataclass(frozen=True)
+class Search:
+    """A loaded search file: its settings, and its run sections as written (``${VAR}`` kept)."""
+
+    source: Path
+    settings: SearchFile
+    written_sections: dict[str, dict[str, Any]]
+
+    @property
+    def study(self) -> str:
+        return self.settings.study or self.source.stem
+
+    def run_config(self, params: Mapping[str, Any], name: str, run_dir: Path) -> dict[str, Any]:
+        """A trial's run config (a ``RunConfig`` mapping): the base with ``params`` set."""
+        settings = self.settings
+        config: dict[str, Any] = {
+            "task": settings.task,
+            "info": {"name": name, "seed": settings.seed, "run_dir": str(run_dir)},
+        }
+        for section in RUN_SECTIONS:
+            config[section] = getattr(settings, section).model_dump(mode="json")
+        return with_params(config, params)
+
+
+def with_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with each dotted ``section.key`` of ``params`` set."""
+    result = copy.deepcopy(dict(config))
+    for name, value in params.items():
+        section, key = name.split(".", 1)
+        result.setdefault(section, {})[key] = value
+    return result
+
+
+def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> Search:
+    """Read and check a search file; raises ``UserInputError`` naming file:line and key."""
+    path = Path(path)
+    document, lines = load_document(path, environ)
+    settings = validate_document(SearchFile, document or {}, path, lines, "search")
+    search = Search(path, settings, {})
+    base = search.run_config({}, "check", Path("check"))
+    for name, parameter in settings.space.items():
+        where = f"{path}:{lines.get(('space', name), lines.get(('space',), 1))}"
+        problem = name_problem(name, parameter, RunConfig)
+        if problem:
+            raise UserInputError(f"{where}: space: {problem}")
+        for value in parameter.values_to_check():
+            try:
+                RunConfig.model_validate(with_params(base, {name: value}))
+            except pydantic.ValidationError as error:
+                raise UserInputError(
+                    f"{where}: space: '{name}' cannot be {value!r}: {problems_in_one_line(error)}"
+                ) from None
+    written, _ = load_document(path, keep_variables=True)
+    sections = {section: dict(written.get(section) or {}) for section in RUN_SECTIONS}
+    return Search(path, settings, sections)
