@@ -175,3 +175,14 @@ def test_make_targets_read_env_file_before_defaults(tmp_path, clean_environ):
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if "ARTIFACTS_DIRECTORY" in line)
     assert f"{REPOSITORY}/storage/artifacts" in row and "default.sh" in row
+
+
+def test_search_storage_is_shown_without_its_password():
+    from speechbed.environment import check, mask
+
+    url = "postgresql+psycopg://study:s3cret@127.0.0.1:5432/searches"
+    assert "s3cret" not in mask("SEARCH_STORAGE", url) and "127.0.0.1:5432" in mask(
+        "SEARCH_STORAGE", url
+    )
+    assert check("SEARCH_STORAGE", "")[0].startswith("empty: searches keep a journal file")
+    assert "refused for parallel workers" in check("SEARCH_STORAGE", "sqlite:///x.db")[0]

@@ -69,3 +69,8 @@ export TENSORBOARD_HOST_PORT="${TENSORBOARD_HOST_PORT:-6006}"
 export PATH_TO_GOOGLE_CREDENTIALS="${PATH_TO_GOOGLE_CREDENTIALS:-${SPEECHBED_ROOT}/private/google_credentials.json}"
 # comet.ml API key; empty = offline archives in each run folder.
 export COMET_API_KEY="${COMET_API_KEY:-}"
+
+# Hyperparameter search storage for workers on several machines: a database URL
+# (postgresql+psycopg://user:password@host:port/db; keep it in private/, it may hold a
+# password). Empty = optuna's journal file under ${ARTIFACTS_DIRECTORY}/search/<study>/.
+export SEARCH_STORAGE="${SEARCH_STORAGE:-}"

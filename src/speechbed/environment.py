@@ -173,6 +173,12 @@ def check(name: str, value: str) -> tuple[str, bool]:
         return (
             ("ok", False) if value else ("empty: comet.ml offline (archives in run folders)", False)
         )
+    if name == "SEARCH_STORAGE":
+        if not value:
+            return "empty: searches keep a journal file under ARTIFACTS_DIRECTORY/search/", False
+        if value.startswith("sqlite"):
+            return "ok for one worker (SQLite is refused for parallel workers)", False
+        return "ok", False
     if _SECRET_NAME.search(name) and not value:
         return "empty", False
     return "ok", False
