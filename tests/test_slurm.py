@@ -1,21 +1,17 @@
 """The Slurm executor on a real one-node cluster: order, GPUs, failures, resume, signals, requeue.
 
-A module fixture starts slurmctld and slurmd on loopback (free ports, state and spool in a
-temporary folder, two fake GPUs through gres.conf; the recipe of ../shared/ENVIRONMENT.md)
-and stops them by their pid files. Skipped, saying so, where Slurm is not installed; CI
+A module fixture starts slurmctld and slurmd on loopback (tests/slurm_cluster.py: free
+ports, state and spool in a temporary folder, two fake GPUs through gres.conf) and stops
+them by their pid files. Skipped, saying so, where Slurm is not installed; CI
 installs it (.ci/run).
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import io
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,106 +20,29 @@ from pathlib import Path
 
 import pytest
 import yaml
+from slurm_cluster import SLURM_INSTALLED, one_node_cluster, slurm, wait
 
 from speechbed.pipeline.cli import main
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
-    shutil.which("slurmctld") is None or shutil.which("slurmd") is None,
+    not SLURM_INSTALLED,
     reason="Slurm is not installed (apt-get install slurm-wlm; .ci/run does)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(condition, seconds: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(step)
-    raise AssertionError(f"waited {seconds}s for {what}")
-
-
-def _stop_by_pid_file(path: Path) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(path.read_text().split()[0])
-        os.kill(pid, signal.SIGTERM)
-        _wait(lambda: not Path(f"/proc/{pid}").exists(), 10, f"pid {pid} to stop")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Path]:
     """A running one-node cluster; yields its slurm.conf (also set as SLURM_CONF)."""
-    folder = tmp_path_factory.mktemp("slurm")
-    user = getpass.getuser()
-    settings = {
-        "ClusterName": "test",
-        "SlurmctldHost": "localhost",
-        "SlurmctldPort": _free_port(),
-        "SlurmdPort": _free_port(),
-        "AuthType": "auth/none",
-        "CredType": "cred/none",
-        "ProctrackType": "proctrack/linuxproc",
-        "TaskPlugin": "task/none",
-        "SelectType": "select/cons_tres",
-        "SelectTypeParameters": "CR_Core",
-        "SlurmUser": user,
-        "SlurmdUser": user,
-        "StateSaveLocation": folder / "state",
-        "SlurmdSpoolDir": folder / "spool",
-        "SlurmctldPidFile": folder / "slurmctld.pid",
-        "SlurmdPidFile": folder / "slurmd.pid",
-        "SlurmctldLogFile": folder / "slurmctld.log",
-        "SlurmdLogFile": folder / "slurmd.log",
-        "AccountingStorageType": "accounting_storage/none",
-        "JobCompType": "jobcomp/none",
-        "MinJobAge": 3600,
-        "ReturnToService": 2,
-        "GresTypes": "gpu",
-        "SchedulerParameters": "sched_interval=1",
-    }
-    lines = [f"{key}={value}" for key, value in settings.items()]
-    lines += [
-        "NodeName=localhost CPUs=2 RealMemory=8000 Gres=gpu:2 State=UNKNOWN",
-        "PartitionName=main Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
-    ]
-    conf = folder / "slurm.conf"
-    conf.write_text("\n".join(lines) + "\n")
-    (folder / "gres.conf").write_text("NodeName=localhost Name=gpu File=/dev/tty[0-1]\n")
-    environ = {**os.environ, "SLURM_CONF": str(conf)}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SLURM_CONF", str(conf))  # the executor's check reads os.environ
-        try:
-            subprocess.run(["slurmctld", "-f", str(conf)], env=environ, check=True, timeout=30)
-            subprocess.run(["slurmd", "-f", str(conf)], env=environ, check=True, timeout=30)
-            _wait(
-                lambda: _slurm("sinfo", "--noheader", "--format=%T").strip() == "idle",
-                30,
-                "the node to be idle",
-                0.2,
-            )
+    with one_node_cluster(tmp_path_factory.mktemp("slurm")) as conf:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SLURM_CONF", str(conf))  # the executor's check reads os.environ
             yield conf
-        finally:
-            with contextlib.suppress(subprocess.SubprocessError, OSError):
-                subprocess.run(["scancel", "--me"], env=environ, timeout=10)
-            _stop_by_pid_file(folder / "slurmd.pid")
-            _stop_by_pid_file(folder / "slurmctld.pid")
-
-
-def _slurm(*command: str) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    return done.stdout
 
 
 def _jobs(name: str) -> list[tuple[str, str]]:
     """(id, state) of every job named ``name`` the cluster knows, finished ones included."""
-    listing = _slurm("squeue", "--noheader", "--me", "--states=all", "--format=%i|%T|%j")
+    listing = slurm("squeue", "--noheader", "--me", "--states=all", "--format=%i|%T|%j")
     return [
         (job_id, state)
         for job_id, state, job_name in (line.split("|", 2) for line in listing.splitlines())
@@ -136,7 +55,7 @@ def slurm_env(cluster, testbed_env, recording_job) -> Iterator[dict[str, str]]:
     environ = {**testbed_env, "SLURM_CONF": str(cluster), "SPEECHBED_SLURM_POLL_SECONDS": "0.2"}
     yield environ
     subprocess.run(["scancel", "--me"], env=environ, timeout=10, check=False)
-    _wait(lambda: not _slurm("squeue", "--noheader", "--me"), 20, "the queue to empty")
+    wait(lambda: not slurm("squeue", "--noheader", "--me"), 20, "the queue to empty")
 
 
 def step(record: Path, name: str, **options: object) -> dict[str, object]:
@@ -218,7 +137,7 @@ def test_sigterm_to_the_runner_cancels_its_jobs(tmp_path, slurm_env):
     steps = [step(record, "long", wait_for=tmp_path / "never")]
     process = runner(slurm_env, write_pipeline(tmp_path / "term.yml", steps))
     try:
-        _wait(lambda: events(record), 30, "the job to start")
+        wait(lambda: events(record), 30, "the job to start")
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -233,14 +152,14 @@ def test_a_killed_runner_leaves_its_job_running_and_the_next_run_adopts_it(tmp_p
     pipeline = write_pipeline(tmp_path / "adopt.yml", [step(record, "job", wait_for=release)])
     first = runner(slurm_env, pipeline)
     try:
-        _wait(lambda: events(record), 30, "the job to start")
+        wait(lambda: events(record), 30, "the job to start")
         os.killpg(first.pid, signal.SIGKILL)
         first.communicate(timeout=30)
         time.sleep(1.0)  # the watcher had its death signal and left
         assert [state for _, state in _jobs("adopt/job")] == ["RUNNING"]
         second = runner(slurm_env, pipeline)
         try:
-            _wait(
+            wait(
                 lambda: "adopting" in (tmp_path / "artifacts/logs/adopt/job.log").read_text(),
                 30,
                 "adoption",
@@ -284,16 +203,16 @@ def test_the_time_limit_signal_requeues_and_the_job_resumes(tmp_path, slurm_env)
     ]
     process = runner(slurm_env, write_pipeline(tmp_path / "requeue.yml", steps))
     try:
-        _wait(lambda: (tmp_path / "started").exists(), 30, "the job to start")
+        wait(lambda: (tmp_path / "started").exists(), 30, "the job to start")
         [(job_id, _)] = _jobs("requeue/train")
         # What Slurm sends --signal seconds before the time limit (the test cannot wait for one)
         subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
 
         def requeued() -> bool:
-            shown = _slurm("scontrol", "show", "job", "--oneliner", job_id)
+            shown = slurm("scontrol", "show", "job", "--oneliner", job_id)
             return "JobState=PENDING" in shown and "Restarts=1" in shown
 
-        _wait(requeued, 30, "the requeue")
+        wait(requeued, 30, "the requeue")
         # A requeued job is held for a while (BeginTime); let it start now
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=30)
         output, _ = process.communicate(timeout=60)
