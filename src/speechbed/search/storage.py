@@ -31,6 +31,8 @@ from speechbed.outputs import make_folder
 from speechbed.search.search_file import JOURNAL, Search
 
 HEARTBEAT_ATTR = "speechbed:heartbeat"
+#: Times a worker opens a database whose tables another worker is creating at that moment.
+SCHEMA_ATTEMPTS = 5
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
@@ -103,13 +105,24 @@ def open_storage(search: Search, journal: Path) -> optuna.storages.BaseStorage:
     if settings.storage == JOURNAL:
         make_folder(journal.parent)
         return HeartbeatJournalStorage(journal, settings.heartbeat_seconds, settings.grace, retry)
+    from sqlalchemy.exc import IntegrityError
+
     try:
-        return RDBStorage(
-            settings.storage,
-            heartbeat_interval=settings.heartbeat_seconds,
-            grace_period=settings.grace,
-            heartbeat_stale_trial_callback=retry,
-        )
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                return RDBStorage(
+                    settings.storage,
+                    heartbeat_interval=settings.heartbeat_seconds,
+                    grace_period=settings.grace,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except IntegrityError:
+                # workers opening a fresh database at once race to create optuna's tables;
+                # the loser finds them made when it tries again
+                if attempt == SCHEMA_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
     except Exception as error:  # noqa: BLE001 (its message may quote the URL)
         raise UserInputError(
             f"{search.source}: storage: cannot open {describe_storage(settings.storage, journal)}: "
