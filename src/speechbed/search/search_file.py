@@ -20,7 +20,7 @@ from pydantic import Field
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, load_document, problems_in_one_line, validate_document
 from speechbed.pipeline.schema import JOB_NAME
-from speechbed.search.space import ParameterRange, name_problem
+from speechbed.search.space import ParameterRange, name_problem, pattern_problem, schema_space
 from speechbed.tasks import DEFAULT_TASK
 from speechbed.training.config import (
     DataConfig,
@@ -87,11 +87,27 @@ class SearchFile(JobSchema):
     evaluation: EvaluationConfig = Field(
         default_factory=EvaluationConfig, description="run config section"
     )
-    space: dict[str, ParameterRange] = Field(
-        min_length=1,
-        description="search parameters: section.key -> {int: [low, high]} | {float: [low, "
-        "high]} | {choice: [...]}, with log: true or step: N (speechbed.search.space)",
+    include: list[str] = Field(
+        default_factory=list,
+        description="regular expressions on whole dotted names (e.g. 'model\\..*'): the tunable "
+        "settings they match are searched over their default range (speechbed.search.space."
+        "DEFAULT_RANGES)",
     )
+    exclude: list[str] = Field(
+        default_factory=list, description="regular expressions dropping names that include picked"
+    )
+    space: dict[str, ParameterRange] = Field(
+        default_factory=dict,
+        description="search parameters: section.key -> {int: [low, high]} | {float: [low, "
+        "high]} | {choice: [...]}, with log: true or step: N (speechbed.search.space); they "
+        "override include's default ranges",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _something_to_search(self) -> SearchFile:
+        if not self.space and not self.include:
+            raise ValueError("give the settings to search: space: {...} and/or include: [...]")
+        return self
 
     @pydantic.field_validator("study")
     @classmethod
@@ -150,19 +166,36 @@ def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> S
     path = Path(path)
     document, lines = load_document(path, environ)
     settings = validate_document(SearchFile, document or {}, path, lines, "search")
+    for key in ("include", "exclude"):
+        for index, pattern in enumerate(getattr(settings, key)):
+            problem = pattern_problem(pattern, RunConfig)
+            if problem:
+                line = lines.get((key, index), lines.get((key,), 1))
+                raise UserInputError(f"{path}:{line}: {key}: {problem}")
+    derived = schema_space(settings.include, settings.exclude, RunConfig)
+    if settings.include and not derived:
+        line = lines.get(("exclude",), lines.get(("include",), 1))
+        raise UserInputError(f"{path}:{line}: exclude: it drops every setting include picked")
+    for name, parameter in settings.space.items():
+        problem = name_problem(name, parameter, RunConfig)
+        if problem:
+            line = lines.get(("space", name), lines.get(("space",), 1))
+            raise UserInputError(f"{path}:{line}: space: {problem}")
+    explicit = settings.space
+    settings = settings.model_copy(update={"space": {**derived, **explicit}})
     search = Search(path, settings, {})
     base = search.run_config({}, "check", Path("check"))
     for name, parameter in settings.space.items():
-        where = f"{path}:{lines.get(('space', name), lines.get(('space',), 1))}"
-        problem = name_problem(name, parameter, RunConfig)
-        if problem:
-            raise UserInputError(f"{where}: space: {problem}")
+        if name not in explicit:
+            where = f"{path}:{lines.get(('include',), 1)}: include (default range)"
+        else:
+            where = f"{path}:{lines.get(('space', name), lines.get(('space',), 1))}: space"
         for value in parameter.values_to_check():
             try:
                 RunConfig.model_validate(with_params(base, {name: value}))
             except pydantic.ValidationError as error:
                 raise UserInputError(
-                    f"{where}: space: '{name}' cannot be {value!r}: {problems_in_one_line(error)}"
+                    f"{where}: '{name}' cannot be {value!r}: {problems_in_one_line(error)}"
                 ) from None
     written, _ = load_document(path, keep_variables=True)
     sections = {section: dict(written.get(section) or {}) for section in RUN_SECTIONS}

@@ -12,11 +12,16 @@ Ranges are inclusive. ``log`` draws uniformly in log space (positive bounds only
 draws on a grid from the low bound (not with ``log``). A name is ``section.key`` of the run
 config's ``data``, ``model`` or ``training`` section; settings that do not change what a
 trial learns, or that say where it runs, are not tunable (``UNTUNABLE`` says why).
+
+Or the space comes from the schema: ``include:`` / ``exclude:`` regular expressions, each
+matching whole dotted names, pick tunable settings, which are searched over their range in
+``DEFAULT_RANGES`` (every tunable setting has one); entries under ``space:`` override them.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -42,6 +47,57 @@ UNTUNABLE: dict[str, str] = {
     "training.device": "where a trial runs is the worker's choice",
     "training.num_threads": "it changes speed, not what is learnt",
     "training.keep_last_and_best_only": "it changes which checkpoints are kept",
+    "training.num_epochs": "it is every trial's budget (and the pruners' resource)",
+    "training.mixed_precision": "it trades float16 rounding for speed on CUDA; set it once",
+}
+
+#: The range each tunable setting is searched over when ``include:`` picks it (and no
+#: ``space:`` entry gives another). Bounds are those a model of the demo's to TIMIT's size trains
+#: with; ``test_search_space`` checks every tunable setting has one that the run config accepts.
+DEFAULT_RANGES: dict[str, dict[str, Any]] = {
+    "data.batch_size": {"int": [4, 64], "log": True},
+    "model.use_log_compression": {"choice": [False, True]},
+    "model.use_lift": {"choice": [False, True]},
+    "model.window_size": {"int": [2, 20]},
+    "model.window_stride": {"int": [1, 5]},
+    "model.convolutional_layers": {"int": [0, 6]},
+    "model.convolutional_initial_channels": {"int": [4, 64], "log": True},
+    "model.convolutional_kernel_time": {"int": [1, 5]},
+    "model.convolutional_kernel_freq": {"int": [1, 9]},
+    "model.convolutional_mellin": {"choice": [False, True]},
+    "model.convolutional_time_factor": {"int": [1, 2]},
+    "model.convolutional_freq_factor": {"int": [1, 3]},
+    "model.convolutional_channel_factor": {"int": [1, 2]},
+    "model.convolutional_factor_schedule": {"int": [1, 3]},
+    "model.convolutional_nonlinearity": {"choice": ["relu", "sigmoid", "tanh"]},
+    "model.convolutional_dropout_2d": {"choice": [False, True]},
+    "model.recurrent_type": {"choice": ["LSTM", "GRU", "RNN"]},
+    "model.recurrent_size": {"int": [32, 1024], "log": True},
+    "model.recurrent_layers": {"int": [0, 5]},
+    "model.recurrent_bidirectional": {"choice": [False, True]},
+    "training.optimizer": {"choice": ["adam", "sgd", "rms"]},
+    "training.log10_learning_rate": {"float": [-5.0, -1.0]},
+    "training.dropout_prob": {"float": [0.0, 0.5]},
+    "training.reduce_lr_burnin": {"int": [0, 10]},
+    "training.reduce_lr_patience": {"int": [0, 5]},
+    "training.reduce_lr_threshold": {"float": [0.0, 0.1]},
+    "training.reduce_lr_factor": {"float": [0.1, 1.0]},
+    "training.reduce_lr_cooldown": {"int": [0, 5]},
+    "training.reduce_lr_log10_epsilon": {"float": [-10.0, -2.0]},
+    "training.early_stopping_burnin": {"int": [0, 10]},
+    "training.early_stopping_patience": {"int": [1, 10]},
+    "training.early_stopping_threshold": {"float": [0.0, 0.1]},
+    "training.max_time_warp": {"float": [0.0, 20.0]},
+    "training.max_freq_warp": {"float": [0.0, 10.0]},
+    "training.max_time_mask": {"int": [0, 100]},
+    "training.max_freq_mask": {"int": [0, 20]},
+    "training.max_time_mask_proportion": {"float": [0.0, 1.0]},
+    "training.num_time_mask": {"int": [0, 4]},
+    "training.num_time_mask_proportion": {"float": [0.0, 0.05]},
+    "training.num_freq_mask": {"int": [0, 4]},
+    "training.noise_eps": {"float": [0.0, 0.1]},
+    "training.max_shift_proportion": {"float": [0.0, 0.1]},
+    "training.gradient_accumulation": {"int": [1, 4]},
 }
 
 
@@ -170,3 +226,51 @@ def name_problem(
         wanted = "int: [low, high]" if int in kinds else "choice: [...]"
         return f"'{name}' does not take fractions; use {wanted}"
     return None
+
+
+def tunable_names(schema: type[pydantic.BaseModel]) -> list[str]:
+    """Every ``section.key`` of the tunable sections that is not in ``UNTUNABLE``, in order."""
+    return [
+        f"{section}.{key}"
+        for section in TUNABLE_SECTIONS
+        for key in field_of(section, schema).annotation.model_fields
+        if f"{section}.{key}" not in UNTUNABLE
+    ]
+
+
+def default_range(name: str) -> ParameterRange:
+    return ParameterRange.model_validate(DEFAULT_RANGES[name])
+
+
+def pattern_problem(pattern: str, schema: type[pydantic.BaseModel]) -> str | None:
+    """Why an ``include``/``exclude`` pattern is wrong (None: it matches a tunable setting)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        return f"'{pattern}' is no regular expression: {error}"
+    if any(compiled.fullmatch(name) for name in tunable_names(schema)):
+        return None
+    if pattern in UNTUNABLE:
+        return f"'{pattern}' is not tunable: {UNTUNABLE[pattern]}"
+    if field_of(pattern, schema) is not None and "." in pattern:
+        return name_problem(pattern, ParameterRange(choice=[None]), schema) or (
+            f"'{pattern}' is not tunable"
+        )
+    close = difflib.get_close_matches(pattern, tunable_names(schema), n=1, cutoff=0.6)
+    hint = (
+        f"did you mean '{close[0]}'?" if close else "e.g. 'model\\..*' or 'training.dropout_prob'"
+    )
+    return f"'{pattern}' matches no tunable setting (whole dotted names; {hint})"
+
+
+def schema_space(
+    include: list[str], exclude: list[str], schema: type[pydantic.BaseModel]
+) -> dict[str, ParameterRange]:
+    """The default ranges of the tunable settings matching an include and no exclude pattern."""
+    wanted = [re.compile(pattern) for pattern in include]
+    unwanted = [re.compile(pattern) for pattern in exclude]
+    return {
+        name: default_range(name)
+        for name in tunable_names(schema)
+        if any(p.fullmatch(name) for p in wanted) and not any(p.fullmatch(name) for p in unwanted)
+    }
