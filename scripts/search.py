@@ -5,7 +5,8 @@ one worker: it trains trials (each a run folder under ${ARTIFACTS_DIRECTORY}/sea
 trials/) until the study has num_trials finished trials, counted across all workers; rerun, it
 continues the study. --num_workers N writes <study folder>/pipeline.yml with N worker jobs and
 runs it (make search). --best writes the best settings as an experiment YAML with a sweep over
-seeds; --important writes the top-k parameters by importance as an include list.
+seeds; --important writes the top-k parameters by importance as an include list; --report
+(also done by each worker when it stops) writes trials.csv, best_trials.csv and figures.
 """
 
 import argparse
@@ -43,6 +44,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--evaluator", choices=("fanova", "ped-anova"), default="fanova", help="--important"
     )
+    parser.add_argument(
+        "--report", action="store_true", help="write the trials table, best trials and figures"
+    )
     parser.add_argument("-o", "--output", type=Path, help="file --best/--important write")
     return parser.parse_args(argv)
 
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         search = load_search(arguments.yml)
         if arguments.num_workers is not None:
             return _launch(arguments, search)
+        if arguments.report:
+            return _report(search)
         if arguments.best or arguments.important:
             return _read_study(arguments, search)
         from speechbed.search.worker import run_worker
@@ -96,6 +102,20 @@ def _launch(arguments: argparse.Namespace, search) -> int:
     return run_pipeline(
         ["-y", str(pipeline)] + (["--gpus", arguments.gpus] if arguments.gpus else [])
     )
+
+
+def _report(search) -> int:
+    from speechbed.search.report import write_report
+    from speechbed.search.worker import open_study, study_folder
+
+    study = open_study(search, create=False)
+    report = write_report(study, study_folder(search))
+    best = "" if report.best_value is None else f"; best trial {report.best_number}: "
+    best += "" if report.best_value is None else f"dev PER {report.best_value:.4f}"
+    print(f"study {search.study}: {report.complete} complete trial(s){best}")
+    for path in report.files:
+        print(f"written: {path}")
+    return 0
 
 
 def _read_study(arguments: argparse.Namespace, search) -> int:

@@ -160,6 +160,7 @@ def test_two_parallel_workers_end_with_exactly_num_trials(tmp_path, cache_direct
     assert finished(study) == 4
     live = [t for t in study.get_trials() if not t.system_attrs.get(SURPLUS_ATTR)]
     assert all(t.state != TrialState.RUNNING for t in live)
+    assert (tmp_path / "artifacts/search/tiny/trials.csv").is_file()  # each worker's report
     for trial in study.get_trials():
         if trial.state == TrialState.COMPLETE:
             assert (Path(trial.user_attrs["run_dir"]) / "model.pt").is_file()
@@ -369,3 +370,30 @@ def test_the_demo_search_file_loads(monkeypatch):
     search = load_search(REPOSITORY / "experiments/search/demo.yml")
     assert search.study == "demo" and search.settings.storage == "journal"
     assert search.settings.training.device == "cpu" and len(search.settings.space) == 3
+
+
+def test_report_writes_the_trials_table_best_trials_and_figures(tmp_path, cache_directory, environ):
+    import csv
+
+    path, search, study = hand_made_study(tmp_path, cache_directory)
+    done = subprocess.run(
+        [PYTHON, "scripts/search.py", "-y", str(path), "--report"],
+        cwd=REPOSITORY,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 complete trial(s); best trial 3: dev PER 0.2000" in done.stdout
+    folder = tmp_path / "artifacts/search/tiny"
+    with open(folder / "trials.csv") as table:
+        trials = list(csv.DictReader(table))
+    assert [row["state"] for row in trials] == ["COMPLETE"] * 6 + ["PRUNED"]
+    assert trials[3]["params_model.recurrent_type"] == "LSTM" and trials[3]["value"] == "0.2"
+    with open(folder / "best_trials.csv") as table:
+        best = [int(row["number"]) for row in csv.DictReader(table)]
+    assert best == [3, 0, 4, 2, 1]  # values 0.20, 0.30, 0.32, 0.40, 0.50
+    for figure in ("optimization_history.png", "param_importances.png"):
+        data = (folder / figure).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000, figure

@@ -97,7 +97,8 @@ SEARCH = "search"
 @dataclass(frozen=True)
 class StudyFolder:
     """One search study's folder, ``${ARTIFACTS_DIRECTORY}/search/<study>/``: the embedded
-    study store ``journal.log``, the workers' ``pipeline.yml`` and one run folder per trial."""
+    study store ``journal.log``, the workers' ``pipeline.yml``, one run folder per trial and the
+    report (``trials.csv``, ``best_trials.csv`` and figures, ``speechbed.search.report``)."""
 
     path: Path
 
@@ -112,6 +113,22 @@ class StudyFolder:
     @property
     def pipeline(self) -> Path:
         return self.path / "pipeline.yml"
+
+    @property
+    def trials_table(self) -> Path:
+        return self.path / "trials.csv"
+
+    @property
+    def best_trials_table(self) -> Path:
+        return self.path / "best_trials.csv"
+
+    @property
+    def history_figure(self) -> Path:
+        return self.path / "optimization_history.png"
+
+    @property
+    def importance_figure(self) -> Path:
+        return self.path / "param_importances.png"
 
     def trial(self, number: int) -> RunFolder:
         return RunFolder(self.path / "trials" / f"{number:04d}")

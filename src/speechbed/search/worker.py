@@ -219,4 +219,8 @@ def run_worker(search: Search, worker: int = 0, poll_seconds: float | None = Non
         + (f"; best dev PER {best:.4f}" if best is not None else ""),
         flush=True,
     )
+    from speechbed.search.report import write_report
+
+    report = write_report(study, study_folder(search))
+    print(f"report: {', '.join(str(path) for path in report.files)}", flush=True)
     return WorkerSummary(trained, finished, best)
