@@ -22,7 +22,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     from speechbed.search import space
     from speechbed.search.search_file import SearchFile
 
-    grammar = "\n\n".join((space.__doc__ or "").split("\n\n")[1:4])
+    grammar = "\n\n".join((space.__doc__ or "").split("\n\n")[2:5])
     parser = argparse.ArgumentParser(
         description=__doc__,
         epilog="search file keys:\n" + describe_schema(SearchFile) + "\n\nspace:\n" + grammar,
