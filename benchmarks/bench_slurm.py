@@ -12,9 +12,11 @@ a user runs it:
   jobs wait queued on the cluster rather than in the runner; and one bare ``sbatch`` call;
 - barrier delay: a chain of CHAIN_LENGTH jobs, each one a barrier, so each starts only
   when the one before it ended; the delay is a job's recorded start minus its
-  predecessor's recorded end (both written by the jobs themselves). On Slurm the runner
-  learns of the end by polling ``scontrol`` every SPEECHBED_SLURM_POLL_SECONDS, so the
-  chain runs at two poll periods.
+  predecessor's recorded end (both written by the jobs themselves). On Slurm the job
+  after a barrier is queued behind it (``afterok``) once the barrier is queued, so the
+  cluster starts it; the runner, which polls ``scontrol`` every
+  SPEECHBED_SLURM_POLL_SECONDS, queues only one segment ahead, so the chain runs at two
+  poll periods to show what the poll still costs.
 """
 
 from __future__ import annotations

@@ -129,7 +129,35 @@ def test_a_failing_job_fails_the_pipeline_and_holds_back_the_next_barrier(tmp_pa
     assert code == 1, output
     assert "failed bad" in output and "exit code 3" in output
     assert [event["name"] for event in events(record)] == ["bad", "bad"]
-    assert not _jobs("fails/next")
+    # next may have been queued behind bad (afterok); then it was cancelled, never run
+    assert {state for _, state in _jobs("fails/next")} <= {"CANCELLED"}
+
+
+def test_the_jobs_after_a_barrier_are_queued_behind_it_before_it_ends(tmp_path, slurm_env):
+    record, release = tmp_path / "events.jsonl", tmp_path / "release"
+    steps = [
+        step(record, "first", wait_for=release),
+        step(record, "barrier", blocking=True),
+        step(record, "after"),
+    ]
+    process = runner(slurm_env, write_pipeline(tmp_path / "queued.yml", steps))
+    try:
+        wait(lambda: events(record), 30, "first to start")
+        [(barrier_id, barrier_state)] = wait(lambda: _jobs("queued/barrier"), 30, "the barrier")
+        assert barrier_state == "PENDING"
+        shown = slurm("scontrol", "show", "job", "--oneliner", barrier_id)
+        [(first_id, _)] = _jobs("queued/first")
+        assert f"Dependency=afterok:{first_id}" in shown, shown
+        assert not _jobs("queued/after")  # one segment ahead only
+        release.touch()
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    order = [(event["name"], event["event"]) for event in events(record)]
+    assert order == [
+        (name, event) for name in ("first", "barrier", "after") for event in ("start", "end")
+    ]
 
 
 def test_sigterm_to_the_runner_cancels_its_jobs(tmp_path, slurm_env):
@@ -213,7 +241,10 @@ def test_the_time_limit_signal_requeues_and_the_job_resumes(tmp_path, slurm_env)
             return "JobState=PENDING" in shown and "Restarts=1" in shown
 
         wait(requeued, 30, "the requeue")
-        # A requeued job is held for a while (BeginTime); let it start now
+        # A requeued job is held for a while (BeginTime); let it start now, but in a later
+        # second than the requeue: slurmd refuses a credential made in the second its
+        # predecessor's was revoked ("Job credential revoked": the job would fail)
+        time.sleep(1.1)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=30)
         output, _ = process.communicate(timeout=60)
     finally:

@@ -60,6 +60,23 @@ def test_sbatch_line_is_an_argument_list_with_the_job_argv_last():
     assert not any(option.startswith(("--gres", "--gpus")) for option in line)
 
 
+def test_a_job_behind_a_barrier_waits_for_its_jobs_to_succeed():
+    assert not any(option.startswith("--dependency") for option in command())
+    line = sbatch_command(
+        DEFAULTS,
+        None,
+        job_name="p/next",
+        comment="speechbed-key:def",
+        output=ODD / "next.slurm.out",
+        cwd=ODD,
+        num_gpus=0,
+        argv=["python", "x.py"],
+        after=["12", "13"],
+    )
+    assert "--dependency=afterok:12:13" in line and "--kill-on-invalid-dep=yes" in line
+    assert line.index("--dependency=afterok:12:13") < line.index("/dev/stdin")
+
+
 def test_percent_in_the_output_path_is_not_a_replacement_symbol():
     line = command()
     assert f"--output={ODD}/train.slurm.out".replace("100%", "100%%") in line

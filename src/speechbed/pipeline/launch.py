@@ -75,6 +75,10 @@ class Executor(ABC):
     name: str = ""
     #: False when the executor's jobs get their GPUs from elsewhere (e.g. a Slurm allocation).
     leases_local_gpus: bool = True
+    #: True when its ``launch`` takes ``after`` (ids from ``queued_id``): the job then waits
+    #: on the cluster for those jobs to succeed, so the scheduler submits the jobs after a
+    #: barrier before the barrier ends.
+    queues_behind: bool = False
 
     def check(self, job: PlannedJob) -> None:  # noqa: B027 (optional hook)
         """Raise ``UserInputError`` when ``job`` cannot run with this executor."""
@@ -82,6 +86,10 @@ class Executor(ABC):
     @abstractmethod
     def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
         """The process that runs ``job`` on GPUs ``devices`` (empty for a 0-GPU job)."""
+
+    def queued_id(self, launch: Launch) -> str | None:
+        """The cluster's id of a launched job once it is queued there (``queues_behind``)."""
+        return None
 
     def cleanup(self, job: PlannedJob, launch: Launch) -> None:  # noqa: B027 (optional hook)
         """Undo what ``launch`` made outside the process; the process is already gone."""

@@ -14,6 +14,10 @@ Rules:
   and enough GPUs) starts, so no GPU idles while a runnable job waits for it.
 - A failure holds back every later segment (with ``keep_going``, only a failed barrier
   does); jobs already running finish.
+- Where the executor queues jobs on a cluster (``Executor.queues_behind``: Slurm), the next
+  segment's jobs are submitted as soon as every job before them is queued, each to start
+  only after those succeed (``afterok``), so the cluster starts them without waiting for
+  this loop. Not with ``keep_going``. A failure cancels them (recorded as not started).
 - A signal terminates every running job's process group (SIGTERM, SIGKILL after
   ``kill_grace`` seconds or a second signal), records it as interrupted, and nothing else
   starts.
@@ -100,6 +104,7 @@ class Scheduler:
         self._checked_segments = {min(self.segments, default=0)}
         self.interrupted_by: int | None = None
         self._running: dict[int, _Running] = {}  # job index -> running job
+        self._held_back: dict[int, str] = {}  # queued behind a job that failed -> why
         self._selector = selectors.DefaultSelector()
         self._kill_deadline: float | None = None
         self._waiting_on_foreign_lease = False
@@ -280,8 +285,42 @@ class Scheduler:
                     continue
                 devices = taken
             self._start(record, devices)
+        self._queue_next_segment(current)
 
-    def _start(self, record: JobRecord, devices: list[int]) -> None:
+    def _queue_next_segment(self, current: int) -> None:
+        """Submit the next segment's jobs behind the current one's, when all of those are
+        queued on a cluster whose executor can hold a job until others succeed."""
+        later = [segment for segment in set(self.segments) if segment > current]
+        if self.keep_going or not later:
+            return
+        after: list[str] = []
+        for index, record in enumerate(self.records):
+            if self.segments[index] > current:
+                continue
+            if record.status == JobStatus.PENDING:
+                return
+            running = self._running.get(index)
+            if running is not None:
+                executor = self.pipeline.executors[record.job.run_in]
+                queued = executor.queues_behind and executor.queued_id(running.launch)
+                if not queued:
+                    return
+                after.append(queued)
+        following = min(later)
+        # Only jobs planned to run: one planned as skipped is asked again when its segment
+        # comes (``_recheck_segment``), after the jobs before it may have changed its inputs.
+        for index, record in enumerate(self.records):
+            if len(self._running) >= self.pipeline.num_jobs:
+                return
+            executor = self.pipeline.executors[record.job.run_in]
+            if (
+                self.segments[index] == following
+                and record.status == JobStatus.PENDING
+                and executor.queues_behind
+            ):
+                self._start(record, [], after)
+
+    def _start(self, record: JobRecord, devices: list[int], after: list[str] | None = None) -> None:
         job = record.job
         executor: Executor = self.pipeline.executors[job.run_in]
         record.devices = devices
@@ -295,7 +334,10 @@ class Scheduler:
             }
             if self.force:
                 job_env[FORCE_VARIABLE] = "1"  # reaches the jobs of nested pipelines
-            launch = executor.launch(job, devices, job_env)
+            if after:
+                launch = executor.launch(job, devices, job_env, after=after)
+            else:
+                launch = executor.launch(job, devices, job_env)
             log = open_log(job.log_path, launch, devices)
             started = self._processes.start(launch, log, self.leases.descriptors(devices))
         except Exception as error:  # the job cannot start: that is its failure, not the runner's
@@ -358,7 +400,10 @@ class Scheduler:
         self._cleanup(executor, record.job, running.launch)
         self._processes.reaped(process.pid, holds_leases=bool(record.devices))
         self.leases.release(record.devices)
-        if self.interrupted_by is not None and returncode != 0:
+        held_back = self._held_back.pop(record.job.index, None)
+        if held_back is not None and returncode != 0:
+            self._finish(record, JobStatus.NOT_STARTED, held_back)
+        elif self.interrupted_by is not None and returncode != 0:
             self._finish(record, JobStatus.INTERRUPTED, record.note or "terminated")
         elif returncode == 0:
             details = {
@@ -406,6 +451,11 @@ class Scheduler:
             "after failed barrier" if record.job.blocking else f"after {record.job.name} failed"
         )
         for index, other in enumerate(self.records):
-            if other.status == JobStatus.PENDING and self.segments[index] > segment:
+            if self.segments[index] <= segment:
+                continue
+            if other.status == JobStatus.PENDING:
                 other.status = JobStatus.NOT_STARTED
                 other.note = reason
+            elif index in self._running:  # queued behind this job: cancel it
+                self._held_back[index] = reason
+                signal_group(self._running[index].process.popen.pid, signal.SIGTERM)

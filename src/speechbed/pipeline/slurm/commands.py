@@ -58,10 +58,13 @@ def sbatch_command(
     cwd: Path,
     num_gpus: int,
     argv: Sequence[str],
+    after: Sequence[str] = (),
 ) -> list[str]:
     """``sbatch`` for one job: the batch script comes on stdin (``BATCH_SCRIPT``), ``argv``
     are its arguments. The cluster settings come first and the job's own options after
-    them, so the job's win; requeueable, with SIGUSR1 to the batch step before the limit."""
+    them, so the job's win; requeueable, with SIGUSR1 to the batch step before the limit.
+    With ``after`` (Slurm job ids) it starts only once they all completed, and Slurm
+    cancels it when one of them fails (it would wait forever otherwise)."""
     own = options or SlurmJobOptions()
     command = [
         "sbatch",
@@ -94,6 +97,8 @@ def sbatch_command(
     if own.cpus_per_task:
         command.append(f"--cpus-per-task={own.cpus_per_task}")
     command += own.options
+    if after:
+        command += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
     return [*command, "/dev/stdin", *argv]
 
 

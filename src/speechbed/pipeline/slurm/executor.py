@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from speechbed.errors import UserInputError
@@ -71,6 +71,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
     leases_local_gpus = False
+    queues_behind = True
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
@@ -86,11 +87,18 @@ class SlurmExecutor(Executor):
                 f"has {self._largest_node} GPU(s) (sinfo); lower num_gpus"
             )
 
-    def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
+    def launch(
+        self,
+        job: PlannedJob,
+        devices: list[int],
+        base_env: Mapping[str, str],
+        after: Sequence[str] = (),
+    ) -> Launch:
         settings = SlurmSettings.from_environment(base_env)
         env = job_environment(job, [], base_env)
         del env["CUDA_VISIBLE_DEVICES"]  # Slurm sets it to the GPUs it allocated
         output, status = slurm_files(job)
+        status.unlink(missing_ok=True)  # an earlier run's id is not this launch's
         lineage: list[str] = []
         expected = env.get(LINEAGE_FILE_VARIABLE)
         if expected:
@@ -119,6 +127,7 @@ class SlurmExecutor(Executor):
             cwd=job.root,
             num_gpus=job.num_gpus,
             argv=batch,
+            after=after,
         )
         watcher = [
             sys.executable,
@@ -139,6 +148,15 @@ class SlurmExecutor(Executor):
             *sbatch,
         ]
         return Launch(argv=watcher, env=env, cwd=job.root, handle=str(status))
+
+    def queued_id(self, launch: Launch) -> str | None:
+        if launch.handle is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(Path(launch.handle).read_text(encoding="utf-8"))
+            if status.get("state") == "SUBMITTED":
+                return status.get("job_id")
+        return None
 
     def ending(self, job: PlannedJob, launch: Launch, returncode: int) -> str | None:
         if launch.handle is None:

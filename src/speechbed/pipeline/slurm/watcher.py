@@ -127,12 +127,12 @@ class Watcher:
         if self.job_id is None and self.stop_signal is not None:
             return 128 + self.stop_signal  # interrupted before anything was submitted
         if self.job_id is not None:
+            self._write_status(state="SUBMITTED")
             _say(f"adopting Slurm job {self.job_id}, still queued or running from an earlier run")
         else:
             failure = self._submit()
             if failure is not None:
                 return self._failed(failure)
-        self._write_status(state="SUBMITTED")
         return self._watch()
 
     def _submit(self) -> str | None:
@@ -149,6 +149,9 @@ class Watcher:
             self.job_id = submitted_job_id(submitted.stdout)
         except ValueError as error:
             return str(error)
+        # Written before the line that announces it: that line wakes the runner, which reads
+        # the id here to queue the jobs after a barrier behind this one.
+        self._write_status(state="SUBMITTED")
         _say(f"submitted as Slurm job {self.job_id}")
         return None
 
