@@ -8,8 +8,9 @@ timed wake-ups are a short poll while a job waits for a GPU leased by *another* 
 (no event announces that) and the kill deadline after an interruption.
 
 Rules:
-- Jobs are split into segments at ``blocking`` jobs; a segment starts only when every
-  earlier one finished, and a blocking job is a segment of its own.
+- Jobs are split into segments at ``blocking`` jobs (``speechbed.pipeline.segments``); a
+  segment starts only when every earlier one finished, and a blocking job is a segment of
+  its own; whether its jobs are done is asked again when it starts.
 - Among the jobs of the current segment, in order, every one that fits (a free run slot
   and enough GPUs) starts, so no GPU idles while a runnable job waits for it.
 - A failure holds back every later segment (with ``keep_going``, only a failed barrier
@@ -53,6 +54,7 @@ from speechbed.pipeline.loader import Pipeline
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.pipeline.processes import JobProcess, JobProcesses, open_log, signal_group
 from speechbed.pipeline.records import JobRecord, JobStatus
+from speechbed.pipeline.segments import Segments
 from speechbed.pipeline.state import JobState
 from speechbed.step_runner import LINEAGE_FILE_VARIABLE
 
@@ -94,14 +96,7 @@ class Scheduler:
         self.force = force
         self.kill_grace = kill_grace
         self.records = [JobRecord(job) for job in pipeline.jobs]
-        for record in self.records:
-            reason = "--force" if force else state.why_run(record.job.key)
-            if reason is None:
-                record.status = JobStatus.SKIPPED
-            else:
-                record.reason = reason
-        self.segments = self._segments(pipeline.jobs)
-        self._checked_segments = {min(self.segments, default=0)}
+        self.segments = Segments(self.records, state, force)
         self.interrupted_by: int | None = None
         self._running: dict[int, _Running] = {}  # job index -> running job
         self._held_back: dict[int, str] = {}  # queued behind a job that failed -> why
@@ -109,18 +104,6 @@ class Scheduler:
         self._kill_deadline: float | None = None
         self._waiting_on_foreign_lease = False
         self._processes = JobProcesses(kill_grace, display.message)
-
-    @staticmethod
-    def _segments(jobs: list[PlannedJob]) -> list[int]:
-        """Segment number per job: 2b for plain jobs after b barriers, 2b+1 for the barrier itself."""
-        segments, barriers = [], 0
-        for job in jobs:
-            if job.blocking:
-                segments.append(2 * barriers + 1)
-                barriers += 1
-            else:
-                segments.append(2 * barriers)
-        return segments
 
     # ------------------------------------------------------------------ main loop
 
@@ -230,38 +213,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ starting jobs
 
-    def _recheck_segment(self, segment: int) -> None:
-        """Ask again whether a later segment's jobs are done, once every earlier one finished:
-        a job upstream may have rewritten their inputs in this run."""
-        if segment in self._checked_segments:
-            return
-        self._checked_segments.add(segment)
-        if self.force:
-            return
-        for index, record in enumerate(self.records):
-            if self.segments[index] != segment or record.status not in (
-                JobStatus.PENDING,
-                JobStatus.SKIPPED,
-            ):
-                continue
-            reason = self.state.why_run(record.job.key)
-            record.status = JobStatus.SKIPPED if reason is None else JobStatus.PENDING
-            record.reason = reason or ""
-
     def _start_runnable(self) -> None:
         self._waiting_on_foreign_lease = False
         if self.interrupted_by is not None:
             return
-        current = None
-        for segment in sorted(set(self.segments)):
-            self._recheck_segment(segment)
-            if any(
-                self.segments[index] == segment
-                and record.status in (JobStatus.PENDING, JobStatus.RUNNING)
-                for index, record in enumerate(self.records)
-            ):
-                current = segment
-                break
+        current = self.segments.current()
         if current is None:
             return
         unfinished = [
@@ -273,7 +229,7 @@ class Scheduler:
             if len(self._running) >= self.pipeline.num_jobs:
                 return
             record = self.records[index]
-            if self.segments[index] != current or record.status != JobStatus.PENDING:
+            if self.segments.numbers[index] != current or record.status != JobStatus.PENDING:
                 continue
             devices: list[int] = []
             if record.job.num_gpus and self.pipeline.executors[record.job.run_in].leases_local_gpus:
@@ -290,12 +246,12 @@ class Scheduler:
     def _queue_next_segment(self, current: int) -> None:
         """Submit the next segment's jobs behind the current one's, when all of those are
         queued on a cluster whose executor can hold a job until others succeed."""
-        later = [segment for segment in set(self.segments) if segment > current]
+        later = self.segments.later(current)
         if self.keep_going or not later:
             return
         after: list[str] = []
         for index, record in enumerate(self.records):
-            if self.segments[index] > current:
+            if self.segments.numbers[index] > current:
                 continue
             if record.status == JobStatus.PENDING:
                 return
@@ -308,13 +264,13 @@ class Scheduler:
                 after.append(queued)
         following = min(later)
         # Only jobs planned to run: one planned as skipped is asked again when its segment
-        # comes (``_recheck_segment``), after the jobs before it may have changed its inputs.
+        # comes (``Segments.current``), after the jobs before it may have changed its inputs.
         for index, record in enumerate(self.records):
             if len(self._running) >= self.pipeline.num_jobs:
                 return
             executor = self.pipeline.executors[record.job.run_in]
             if (
-                self.segments[index] == following
+                self.segments.numbers[index] == following
                 and record.status == JobStatus.PENDING
                 and executor.queues_behind
             ):
@@ -444,14 +400,14 @@ class Scheduler:
         self.display.job_finished(record)
         if status != JobStatus.FAILED:
             return
-        segment = self.segments[record.job.index]
+        segment = self.segments.numbers[record.job.index]
         if self.keep_going and not record.job.blocking:
             return
         reason = (
             "after failed barrier" if record.job.blocking else f"after {record.job.name} failed"
         )
         for index, other in enumerate(self.records):
-            if self.segments[index] <= segment:
+            if self.segments.numbers[index] <= segment:
                 continue
             if other.status == JobStatus.PENDING:
                 other.status = JobStatus.NOT_STARTED
