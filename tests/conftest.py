@@ -1,6 +1,8 @@
-"""Shared pytest fixtures: an isolated testbed environment and a tiny recording job script.
+"""Shared pytest fixtures: an isolated testbed environment, a tiny recording job script, and
+tiny feature caches.
 
-Used by the pipeline, jobs and environment tests; other areas keep their fixtures in their own files.
+Used by the pipeline, jobs, environment and search tests; other areas keep their fixtures
+in their own files.
 """
 
 from __future__ import annotations
@@ -72,3 +74,15 @@ def recording_job(tmp_path: Path) -> Path:
     script.write_text(RECORDING_JOB)
     (tmp_path / "job.yml").write_text("setting: 1\n")
     return script
+
+
+@pytest.fixture(scope="module")
+def cache_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny train/dev/test feature stores (16/4/4 utterances), for the search tests."""
+    from test_training import write_cache
+
+    folder = tmp_path_factory.mktemp("cache")
+    write_cache(folder / "train.zarr", 16, seed=1)
+    write_cache(folder / "dev.zarr", 4, seed=2)
+    write_cache(folder / "test.zarr", 4, seed=3)
+    return folder

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
-from test_training import write_cache
 
 from speechbed.errors import UserInputError
 from speechbed.search import results
@@ -41,13 +40,14 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def cache_directory(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("cache")
-    write_cache(folder / "train.zarr", 16, seed=1)
-    write_cache(folder / "dev.zarr", 4, seed=2)
-    write_cache(folder / "test.zarr", 4, seed=3)
-    return folder
+def run_script(
+    environ: dict[str, str], script: str, *args: str, timeout: float
+) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` in the repository with ``environ``, output captured."""
+    return subprocess.run(
+        [PYTHON, script, *args],
+        cwd=REPOSITORY, env=environ, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -147,13 +147,8 @@ def finished(study: optuna.Study) -> int:
 
 def test_two_parallel_workers_end_with_exactly_num_trials(tmp_path, cache_directory, environ):
     path = search_file(tmp_path, cache_directory, num_trials=4, pruner="median")
-    done = subprocess.run(
-        [PYTHON, "scripts/search.py", "-y", str(path), "--num_workers", "2"],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done = run_script(
+        environ, "scripts/search.py", "-y", str(path), "--num_workers", "2", timeout=180
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study = open_study(load_search(path), create=False)
@@ -165,13 +160,8 @@ def test_two_parallel_workers_end_with_exactly_num_trials(tmp_path, cache_direct
         if trial.state == TrialState.COMPLETE:
             assert (Path(trial.user_attrs["run_dir"]) / "model.pt").is_file()
     # rerun: the study is complete, so the pipeline's workers are done (or find nothing to do)
-    again = subprocess.run(
-        [PYTHON, "scripts/search.py", "-y", str(path), "--num_workers", "2"],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    again = run_script(
+        environ, "scripts/search.py", "-y", str(path), "--num_workers", "2", timeout=120
     )
     assert again.returncode == 0 and finished(open_study(load_search(path), create=False)) == 4
 
@@ -207,14 +197,7 @@ def test_a_sigkilled_workers_trial_is_retried_and_the_study_completes(
     finally:
         victim.kill()
         victim.wait(timeout=10)
-    survivor = subprocess.run(
-        [PYTHON, "scripts/search.py", "-y", str(path)],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    survivor = run_script(environ, "scripts/search.py", "-y", str(path), timeout=180)
     assert survivor.returncode == 0, survivor.stdout[-3000:] + survivor.stderr[-3000:]
     study = open_study(search, create=False)
     trials = study.get_trials()
@@ -282,23 +265,17 @@ def test_best_and_independent_best_on_hand_made_trials(tmp_path, cache_directory
         "model.recurrent_type": "GRU",
     }
     out = tmp_path / "tiny_tuned.yml"
-    done = subprocess.run(
-        [
-            PYTHON,
-            "scripts/search.py",
-            "-y",
-            str(path),
-            "--best",
-            "--independent",
-            "-o",
-            str(out),
-            "--seeds",
-            "1,2",
-        ],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
+    done = run_script(
+        environ,
+        "scripts/search.py",
+        "-y",
+        str(path),
+        "--best",
+        "--independent",
+        "-o",
+        str(out),
+        "--seeds",
+        "1,2",
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -308,13 +285,8 @@ def test_best_and_independent_best_on_hand_made_trials(tmp_path, cache_directory
     assert experiment["model"]["recurrent_size"] == 16
     assert experiment["model"]["recurrent_type"] == "GRU"
     assert experiment["sweep"] == [{"seed": [1, 2]}]
-    expanded = subprocess.run(
-        [PYTHON, "scripts/sweep_experiment.py", "-y", str(out), "--dry-run"],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    expanded = run_script(
+        environ, "scripts/sweep_experiment.py", "-y", str(out), "--dry-run", timeout=60
     )
     assert expanded.returncode == 0, expanded.stderr
     assert "tiny_tuned: 2 run(s)" in expanded.stdout
@@ -342,22 +314,16 @@ def test_importance_keeps_the_parameter_that_decides(tmp_path, cache_directory, 
     assert list(importances) == ["training.log10_learning_rate", "model.recurrent_size"]
     assert importances["model.recurrent_size"] < 0.05
     out = tmp_path / "include.yml"
-    done = subprocess.run(
-        [
-            PYTHON,
-            "scripts/search.py",
-            "-y",
-            str(path),
-            "--important",
-            "--top-k",
-            "1",
-            "-o",
-            str(out),
-        ],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
+    done = run_script(
+        environ,
+        "scripts/search.py",
+        "-y",
+        str(path),
+        "--important",
+        "--top-k",
+        "1",
+        "-o",
+        str(out),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -376,14 +342,7 @@ def test_report_writes_the_trials_table_best_trials_and_figures(tmp_path, cache_
     import csv
 
     path, search, study = hand_made_study(tmp_path, cache_directory)
-    done = subprocess.run(
-        [PYTHON, "scripts/search.py", "-y", str(path), "--report"],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(environ, "scripts/search.py", "-y", str(path), "--report", timeout=60)
     assert done.returncode == 0, done.stderr
     assert "6 complete trial(s); best trial 3: dev PER 0.2000" in done.stdout
     folder = tmp_path / "artifacts/search/tiny"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_search import PYTHON, REPOSITORY, finished, search_file
+from test_search import REPOSITORY, finished, run_script, search_file
 
 from speechbed.search.search_file import load_search
 from speechbed.search.worker import SURPLUS_ATTR, open_study
@@ -120,17 +120,6 @@ def _stop(as_user: list[str], bindir: Path, data: Path) -> None:
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def cache_directory(tmp_path_factory) -> Path:
-    from test_training import write_cache
-
-    folder = tmp_path_factory.mktemp("cache")
-    write_cache(folder / "train.zarr", 16, seed=1)
-    write_cache(folder / "dev.zarr", 4, seed=2)
-    write_cache(folder / "test.zarr", 4, seed=3)
-    return folder
-
-
 def test_two_parallel_workers_on_postgresql_end_with_exactly_num_trials(
     tmp_path: Path, cache_directory: Path, postgres_url: str, monkeypatch
 ):
@@ -143,13 +132,8 @@ def test_two_parallel_workers_on_postgresql_end_with_exactly_num_trials(
     path = search_file(tmp_path, cache_directory, num_trials=4, storage="${SEARCH_STORAGE}")
     search = load_search(path)
     assert search.settings.storage == postgres_url
-    done = subprocess.run(
-        [PYTHON, "scripts/search.py", "-y", str(path), "--num_workers", "2"],
-        cwd=REPOSITORY,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done = run_script(
+        environ, "scripts/search.py", "-y", str(path), "--num_workers", "2", timeout=180
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
