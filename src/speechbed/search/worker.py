@@ -129,6 +129,23 @@ class _Heartbeat:
         self.thread.join()
 
 
+def _check_memory(search: Search, trial: optuna.Trial, config: Any) -> None:
+    """Prune the trial when its pass at the largest batch peaks above the memory limit."""
+    limit = search.settings.memory_limit_mib
+    if limit is None:
+        return
+    from speechbed.search.memory import MIB, trial_memory_bytes
+
+    needed = trial_memory_bytes(config) / MIB
+    trial.set_user_attr("peak_memory_mib", round(needed, 3))
+    print(
+        f"trial {trial.number}: a pass at the largest batch peaks at {needed:.1f} MiB", flush=True
+    )
+    if needed > limit:
+        trial.set_user_attr("pruned_because", "memory limit")
+        raise optuna.TrialPruned(f"{needed:.1f} MiB at the largest batch > limit {limit:g} MiB")
+
+
 def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial) -> float:
     """Train one trial's run; raises ``optuna.TrialPruned`` when the pruner stops it."""
     import torch
@@ -156,7 +173,9 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial) -> float
 
     try:
         with _Heartbeat(study, trial):
-            summary = train_run(RunConfig.model_validate(config), progress=False, on_epoch=report)
+            run_config = RunConfig.model_validate(config)
+            _check_memory(search, trial, run_config)
+            summary = train_run(run_config, progress=False, on_epoch=report)
     except torch.OutOfMemoryError as error:
         trial.set_user_attr("pruned_because", "out of memory")
         raise optuna.TrialPruned("out of memory") from error
