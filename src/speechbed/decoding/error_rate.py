@@ -1,6 +1,7 @@
 """Phone error rate: Levenshtein alignment counts (substitutions, deletions, insertions) and totals.
 
-Called by tasks (speechbed.tasks) for their error rates (PER on 39 phones with its counts).
+Called by tasks (speechbed.tasks) for their error rates (PER on 39 phones with its counts; WER
+on whitespace-separated words through ``word_error_counts``).
 """
 
 from __future__ import annotations
@@ -78,3 +79,10 @@ def total_error_counts(pairs: Iterable[tuple[Sequence, Sequence]]) -> ErrorCount
     for reference, hypothesis in pairs:
         total = total + edit_counts(reference, hypothesis)
     return total
+
+
+def word_error_counts(pairs: Iterable[tuple[str, str]]) -> ErrorCounts:
+    """WER counts over (reference, hypothesis) texts, each split into words at whitespace."""
+    return total_error_counts(
+        (reference.split(), hypothesis.split()) for reference, hypothesis in pairs
+    )
