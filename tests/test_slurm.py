@@ -114,7 +114,8 @@ def test_barriers_gpus_logs_and_a_rerun_that_skips(tmp_path, slurm_env):
     )
     assert seen["c", "start"]["time"] >= seen["barrier", "end"]["time"]
     log = (tmp_path / "artifacts" / "logs" / "order" / "a.log").read_text()
-    assert "job says hello" in log and "submitted as Slurm job" in log
+    # a and b share script and resources: one job array (tests/test_slurm_arrays.py)
+    assert "job says hello" in log and "submitted as element 0 of Slurm job array" in log
     assert "[a] job says hello" in output  # streamed to the console too
     count = len(events(record))
     code, output = run(slurm_env, pipeline)

@@ -14,6 +14,8 @@ An executor only answers three questions:
   made, before anything starts; raise ``UserInputError`` with a message for a person.
 - ``launch(job, devices, base_env)``: the command for this job on these leased GPU ids.
   ``base_env`` is the runner's environment; return a new dict, never mutate it.
+- ``group(jobs, num_jobs)``: optional; before each launch, the jobs of its segment still to
+  start. Slurm submits those that share script and resources as one job array.
 - ``ending(job, launch, returncode)``: optional; a reason for the summary better than the
   exit code (a Slurm job's TIMEOUT), read before ``cleanup``.
 - ``cleanup(job, launch)``: release what the launch made outside the process (e.g. remove
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,12 @@ class Executor(ABC):
     @abstractmethod
     def launch(self, job: PlannedJob, devices: list[int], base_env: Mapping[str, str]) -> Launch:
         """The process that runs ``job`` on GPUs ``devices`` (empty for a 0-GPU job)."""
+
+    def group(self, jobs: Sequence[PlannedJob], num_jobs: int) -> None:  # noqa: B027
+        """Optional hook, called before each launch with the jobs of its segment still to
+        start, the launching one included: an executor that submits several jobs as one
+        (a Slurm job array, at most ``num_jobs`` of it running) groups them here. A job
+        grouped once keeps its group."""
 
     def queued_id(self, launch: Launch) -> str | None:
         """The cluster's id of a launched job once it is queued there (``queues_behind``)."""

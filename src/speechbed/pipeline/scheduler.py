@@ -290,6 +290,7 @@ class Scheduler:
             }
             if self.force:
                 job_env[FORCE_VARIABLE] = "1"  # reaches the jobs of nested pipelines
+            executor.group(self.segments.pending_in(job), self.pipeline.num_jobs)
             if after:
                 launch = executor.launch(job, devices, job_env, after=after)
             else:

@@ -56,6 +56,15 @@ class Segments:
                 return segment
         return None
 
+    def pending_in(self, job: PlannedJob) -> list[PlannedJob]:
+        """The jobs of ``job``'s segment still to start (``job`` too, before it starts)."""
+        segment = self.numbers[job.index]
+        return [
+            record.job
+            for index, record in enumerate(self.records)
+            if self.numbers[index] == segment and record.status == JobStatus.PENDING
+        ]
+
     def later(self, segment: int) -> list[int]:
         return sorted(number for number in set(self.numbers) if number > segment)
 

@@ -8,6 +8,9 @@ limit, and a preempting cluster does the same before it takes the node. It is pa
 job, which checkpoints and exits (the training script does; any other script just ends),
 and the job is then requeued (``scontrol requeue``) to start again, from its newest
 checkpoint, up to ``--max-requeues`` times (``SLURM_RESTART_COUNT`` counts them).
+
+An element of a job array (``--array-file SIDECAR``) takes its argv and its own variables
+(its job name, its lineage file) from the array's sidecar file, at ``SLURM_ARRAY_TASK_ID``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from speechbed.pipeline.slurm.arrays import ArraySidecar
+
 REQUEUE_WAIT_SECONDS = 120  # Slurm kills a requeued job's batch step long before this
 
 
@@ -32,9 +37,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m speechbed.pipeline.slurm.batch")
     parser.add_argument("--cwd", required=True, type=Path, help="the repository root")
     parser.add_argument("--max-requeues", type=int, default=3)
+    parser.add_argument("--array-file", type=Path, help="a job array's sidecar file")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the job's argv")
     arguments = parser.parse_args(argv)
     command = arguments.command[1:] if arguments.command[:1] == ["--"] else arguments.command
+    environ = dict(os.environ)
+    if arguments.array_file is not None:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+        try:
+            element = ArraySidecar.read(arguments.array_file).elements[int(task)]
+        except (ValueError, IndexError) as error:
+            _say(f"error: no job for array task {task!r} in {arguments.array_file}: {error}")
+            return 2
+        command = element.argv
+        environ.update(element.env)
     if not command:
         _say("error: no command after --")
         return 2
@@ -60,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGUSR1, on_usr1)  # before the start: no signal may find no handler
     signal.signal(signal.SIGTERM, on_term)
-    started.append(subprocess.Popen(command))
+    started.append(subprocess.Popen(command, env=environ))
     child = started[0]
     returncode = child.wait()
     code = returncode if returncode >= 0 else 128 - returncode

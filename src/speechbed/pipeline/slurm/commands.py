@@ -26,6 +26,8 @@ exec "$@"
 """
 #: The marker before a job's key in its ``--comment``; a restarted runner finds its jobs by it.
 COMMENT_PREFIX = "speechbed-key:"
+#: The marker before a job array's group in its ``--comment``; its sidecar lists the keys.
+ARRAY_COMMENT_PREFIX = "speechbed-array:"
 #: States from which a job will still run or is running: a restarted runner adopts these.
 ACTIVE_STATES = frozenset(
     "PENDING RUNNING CONFIGURING COMPLETING REQUEUED REQUEUE_HOLD REQUEUE_FED RESIZING "
@@ -41,6 +43,10 @@ _GPU_GRES = re.compile(r"gpu(?::[^:,(]+)?:(\d+)")
 
 def job_comment(key: str) -> str:
     return f"{COMMENT_PREFIX}{key}"
+
+
+def array_comment(group: str) -> str:
+    return f"{ARRAY_COMMENT_PREFIX}{group}"
 
 
 def output_pattern(path: Path) -> str:
@@ -59,19 +65,23 @@ def sbatch_command(
     num_gpus: int,
     argv: Sequence[str],
     after: Sequence[str] = (),
+    array: bool = False,
 ) -> list[str]:
     """``sbatch`` for one job: the batch script comes on stdin (``BATCH_SCRIPT``), ``argv``
     are its arguments. The cluster settings come first and the job's own options after
     them, so the job's win; requeueable, with SIGUSR1 to the batch step before the limit.
     With ``after`` (Slurm job ids) it starts only once they all completed, and Slurm
-    cancels it when one of them fails (it would wait forever otherwise)."""
+    cancels it when one of them fails (it would wait forever otherwise). With ``array``,
+    ``output``'s name is a pattern (``%a``, the element's index) and its folder is not."""
     own = options or SlurmJobOptions()
     command = [
         "sbatch",
         "--parsable",
         f"--job-name={job_name}",
         f"--comment={comment}",
-        f"--output={output_pattern(output)}",
+        f"--output={output_pattern(output.parent)}/{output.name}"
+        if array
+        else f"--output={output_pattern(output)}",
         "--open-mode=append",  # a requeued job's output follows its first run's
         f"--chdir={cwd}",
         "--export=ALL",
@@ -98,8 +108,61 @@ def sbatch_command(
         command.append(f"--cpus-per-task={own.cpus_per_task}")
     command += own.options
     if after:
-        command += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
+        unique = ":".join(dict.fromkeys(after))  # the elements of one array share its id
+        command += [f"--dependency=afterok:{unique}", "--kill-on-invalid-dep=yes"]
     return [*command, "/dev/stdin", *argv]
+
+
+def array_indices(indices: Sequence[int]) -> str:
+    """Slurm's index list: runs of consecutive indices as ranges (``0-3,5,7-8``)."""
+    parts: list[str] = []
+    ordered = sorted(set(indices))
+    start = 0
+    for position, index in enumerate(ordered):
+        if position + 1 == len(ordered) or ordered[position + 1] != index + 1:
+            first = ordered[start]
+            parts.append(str(index) if first == index else f"{first}-{index}")
+            start = position + 1
+    return ",".join(parts)
+
+
+def with_array(sbatch: Sequence[str], indices: Sequence[int], throttle: int) -> list[str]:
+    """``sbatch`` as a job array of ``indices``, at most ``throttle`` of them running at once."""
+    if not indices or throttle < 1:
+        raise ValueError("a job array needs indices and a throttle of at least 1")
+    command = list(sbatch)
+    command.insert(command.index("/dev/stdin"), f"--array={array_indices(indices)}%{throttle}")
+    return command
+
+
+def _expand_indices(spec: str) -> set[int]:
+    """The indices of ``0,2,4-6%2`` (what squeue shows of an array's pending tasks)."""
+    found: set[int] = set()
+    for part in spec.split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+def active_array_tasks(squeue_output: str, prefix: str) -> list[tuple[str, str, set[int]]]:
+    """(array job id, comment, indices of its queued or running tasks) for each array whose
+    comment starts with ``prefix``: squeue lists a started task as ``ID_5``, the tasks
+    still pending together as ``ID_[6-9%2]``."""
+    arrays: dict[str, tuple[str, set[int]]] = {}
+    for line in squeue_output.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) != 3 or not parts[2].startswith(prefix) or parts[1] not in ACTIVE_STATES:
+            continue
+        array_id, _, tasks = parts[0].partition("_")
+        if not array_id.isdigit() or not tasks:
+            continue
+        comment, indices = arrays.setdefault(array_id, (parts[2].strip(), set()))
+        if tasks.startswith("[") and tasks.endswith("]"):
+            indices.update(_expand_indices(tasks[1:-1]))
+        elif tasks.isdigit():
+            indices.add(int(tasks))
+    return [(array_id, comment, indices) for array_id, (comment, indices) in arrays.items()]
 
 
 def submitted_job_id(stdout: str) -> str:

@@ -20,7 +20,9 @@ from pathlib import Path
 from speechbed.errors import UserInputError
 from speechbed.pipeline.launch import Executor, Launch, job_argv, job_environment
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.slurm.arrays import ArrayElement, ArraySidecar, array_groups
 from speechbed.pipeline.slurm.commands import (
+    array_comment,
     gpus_per_node_command,
     job_comment,
     largest_gpu_count,
@@ -37,6 +39,12 @@ def slurm_files(job: PlannedJob) -> tuple[Path, Path]:
         job.log_path.with_name(f"{stem}.slurm.out"),
         job.log_path.with_name(f"{stem}.slurm.json"),
     )
+
+
+def handed(job: PlannedJob) -> Path:
+    """Where the job on the cluster writes its lineage: one file per job key, not per runner,
+    so a job adopted by the next runner hands it to that one (its watcher moves it)."""
+    return job.log_path.with_name(f".{job.key}.lineage-slurm.json")
 
 
 def cluster_gpus(environ: Mapping[str, str]) -> int:
@@ -76,6 +84,7 @@ class SlurmExecutor(Executor):
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
         self._largest_node: int | None = None
+        self._arrays: dict[int, tuple[ArraySidecar, int, int]] = {}  # job index -> its array
 
     def check(self, job: PlannedJob) -> None:
         SlurmSettings.from_environment(self._environ)
@@ -86,6 +95,24 @@ class SlurmExecutor(Executor):
                 f"asks for num_gpus: {job.num_gpus} but the largest node of the Slurm cluster "
                 f"has {self._largest_node} GPU(s) (sinfo); lower num_gpus"
             )
+
+    def group(self, jobs: Sequence[PlannedJob], num_jobs: int) -> None:
+        """Jobs of one segment that share script and resources become one job array
+        (``speechbed.pipeline.slurm.arrays``), at most ``num_jobs`` of it running at once."""
+        fresh = [job for job in jobs if job.run_in == self.name and job.index not in self._arrays]
+        for members in array_groups(fresh):
+            elements = [
+                ArrayElement(
+                    key=job.key,
+                    name=job.name,
+                    argv=job_argv(job),
+                    env={"SPEECHBED_JOB_NAME": job.name, LINEAGE_FILE_VARIABLE: str(handed(job))},
+                )
+                for job in members
+            ]
+            sidecar = ArraySidecar.create(members[0].log_path.parent, elements)
+            for position, job in enumerate(members):
+                self._arrays[job.index] = (sidecar, position, max(1, num_jobs))
 
     def launch(
         self,
@@ -104,9 +131,8 @@ class SlurmExecutor(Executor):
         if expected:
             # One hand-over file per job key, not per runner: a job adopted by the next
             # runner hands its lineage to that one; the watcher moves it where it is expected.
-            handed = Path(expected).with_name(f".{job.key}.lineage-slurm.json")
-            env[LINEAGE_FILE_VARIABLE] = str(handed)
-            lineage = ["--lineage", str(handed), expected]
+            env[LINEAGE_FILE_VARIABLE] = str(handed(job))
+            lineage = ["--lineage", str(handed(job)), expected]
         batch = [
             sys.executable,
             "-m",
@@ -115,19 +141,31 @@ class SlurmExecutor(Executor):
             str(job.root),
             "--max-requeues",
             str(settings.max_requeues),
-            "--",
-            *job_argv(job),
         ]
+        array: list[str] = []
+        in_array = self._arrays.get(job.index)
+        if in_array is None:
+            batch += ["--", *job_argv(job)]
+            job_name, comment, pattern = f"{job.pipeline}/{job.name}", job_comment(job.key), output
+        else:
+            sidecar, position, throttle = in_array
+            batch += ["--array-file", str(sidecar.path)]
+            job_name = f"{job.pipeline}/{job.script.stem}[{len(sidecar.elements)}]"
+            comment, pattern = array_comment(sidecar.group), sidecar.output("%a")
+            array = [f"--array-file={sidecar.path}", f"--array-index={position}"]
+            array += [f"--array-throttle={throttle}", f"--single-output={output}"]
+            output = sidecar.output(position)
         sbatch = sbatch_command(
             settings,
             job.slurm,
-            job_name=f"{job.pipeline}/{job.name}",
-            comment=job_comment(job.key),
-            output=output,
+            job_name=job_name,
+            comment=comment,
+            output=pattern,
             cwd=job.root,
             num_gpus=job.num_gpus,
             argv=batch,
             after=after,
+            array=in_array is not None,
         )
         watcher = [
             sys.executable,
@@ -144,6 +182,7 @@ class SlurmExecutor(Executor):
             "--poll",
             str(settings.poll_seconds),
             *lineage,
+            *array,
             "--",
             *sbatch,
         ]
@@ -154,8 +193,8 @@ class SlurmExecutor(Executor):
             return None
         with contextlib.suppress(OSError, ValueError):
             status = json.loads(Path(launch.handle).read_text(encoding="utf-8"))
-            if status.get("state") == "SUBMITTED":
-                return status.get("job_id")
+            if status.get("state") == "SUBMITTED":  # an array's elements: the array's id
+                return status.get("array_job_id") or status.get("job_id")
         return None
 
     def ending(self, job: PlannedJob, launch: Launch, returncode: int) -> str | None:

@@ -4,8 +4,12 @@ Started by the pipeline scheduler as the Slurm executor's ``Launch`` (``python -
 speechbed.pipeline.slurm.watcher ... -- SBATCH ARGV``), so the scheduler keeps owning a
 process per job, its log, its signals and its watchdog, as for the host executor.
 
-- A job still queued or running whose ``--comment`` holds this job's key (a runner that died
-  left it) is adopted instead of submitted again.
+- A job still queued or running whose ``--comment`` holds this job's key, or an element of
+  an earlier job array whose sidecar lists it (a runner that died left it), is adopted
+  instead of submitted again.
+- An element of a job array (``--array-file``) shares one submission with the other
+  elements' watchers (``speechbed.pipeline.slurm.arrays.submit_once``) and watches its own
+  element, ``ARRAY_INDEX``.
 - Slurm's output file of the job is copied to stdout as it grows: the runner writes it to the
   job's log and the console, as on the host.
 - The job's state is read with ``scontrol show job`` (no accounting needed); the watcher exits
@@ -14,6 +18,8 @@ process per job, its log, its signals and its watchdog, as for the host executor
 - SIGTERM from the runner (Ctrl-C, ``--kill-grace``) cancels the job. SIGTERM because the
   runner died (its death signal; the watcher's parent has changed) leaves the job running, so
   the next run adopts it.
+- A job that Slurm cancelled because a job it waited for (``afterok``) failed waits for the
+  runner, which cancels it too and records it as not started, as on the host.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from speechbed.outputs import write_text_atomic
+from speechbed.pipeline.slurm.arrays import ArraySidecar, earlier_elements, submit_once
 from speechbed.pipeline.slurm.commands import (
     BATCH_SCRIPT,
+    COMMENT_PREFIX,
     JobInfo,
     active_job_with_comment,
     cancel_command,
@@ -43,6 +51,7 @@ from speechbed.pipeline.slurm.commands import (
 
 TAIL_SECONDS = 0.1  # how often the output file is read
 CANCEL_WAIT_SECONDS = 5.0  # how long a cancelled job may take to reach its final state
+DEPENDENCY_WAIT_SECONDS = 120.0  # how long a job whose dependency failed waits for the runner
 COMMAND_TIMEOUT_SECONDS = 60
 
 
@@ -105,25 +114,35 @@ class Watcher:
         self.parent = os.getppid()
         self.stop_signal: int | None = None
         self.job_id: str | None = None
+        self.array_job_id: str | None = None  # set when this job is an element of an array
 
     def _on_signal(self, number: int, frame: object) -> None:
         self.stop_signal = number
 
     def _write_status(self, **status: object) -> None:
         with contextlib.suppress(OSError):
-            write_text_atomic(self.status, json.dumps({"job_id": self.job_id, **status}) + "\n")
+            ids = {"job_id": self.job_id, "array_job_id": self.array_job_id}
+            write_text_atomic(self.status, json.dumps({**ids, **status}) + "\n")
 
     def run(self) -> int:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(number, self._on_signal)
         with contextlib.suppress(FileNotFoundError):
             self.status.unlink()
+        if self.arguments.array_file:
+            failure = self._join_array()
+            return self._failed(failure) if failure is not None else self._watch()
         found = _run(squeue_command())
         if found.returncode != 0:
             return self._failed(
                 f"squeue failed, is the Slurm controller up? {_first_line(found.stderr)}"
             )
         self.job_id = active_job_with_comment(found.stdout, self.arguments.comment)
+        if self.job_id is None:
+            key = self.arguments.comment.removeprefix(COMMENT_PREFIX)
+            earlier = earlier_elements(found.stdout, self.status.parent).get(key)
+            if earlier is not None:
+                self.job_id, self.output = earlier[0], earlier[1]
         if self.job_id is None and self.stop_signal is not None:
             return 128 + self.stop_signal  # interrupted before anything was submitted
         if self.job_id is not None:
@@ -134,6 +153,36 @@ class Watcher:
             if failure is not None:
                 return self._failed(failure)
         return self._watch()
+
+    def _join_array(self) -> str | None:
+        """Submit the job array or find it submitted; the reason when that failed."""
+        try:
+            sidecar = ArraySidecar.read(Path(self.arguments.array_file))
+        except ValueError as error:
+            return str(error)
+
+        def run(command: Sequence[str], stdin: str | None) -> tuple[int, str, str]:
+            done = _run(command, stdin)
+            return done.returncode, done.stdout, done.stderr
+
+        record = submit_once(sidecar, self.arguments.sbatch, self.arguments.array_throttle, run)
+        index = str(self.arguments.array_index)
+        self.job_id = record.get("ids", {}).get(index)
+        if self.job_id is None:
+            failure = record.get("failure") or "the job array lists no job for it"
+            return f"{failure} (job {self.arguments.name}, element {index} of a job array)"
+        array_id = record.get("array_job_id")
+        self.output = sidecar.output(index)
+        if array_id and self.job_id == f"{array_id}_{index}":
+            self.array_job_id = array_id
+            self._write_status(state="SUBMITTED")
+            _say(f"submitted as element {index} of Slurm job array {array_id}")
+        else:
+            earlier = record.get("outputs", {}).get(index) or self.arguments.single_output
+            self.output = Path(earlier)
+            self._write_status(state="SUBMITTED")
+            _say(f"adopting Slurm job {self.job_id}, still queued or running from an earlier run")
+        return None
 
     def _submit(self) -> str | None:
         """Submit the job; the reason when Slurm refused it."""
@@ -178,7 +227,7 @@ class Watcher:
                 info = self._query()
                 next_query = time.monotonic() + self.arguments.poll
                 if isinstance(info, str):
-                    if "Invalid job id" in info:
+                    if "Invalid job id" in info or "not found" in info:
                         return self._failed(
                             f"Slurm job {self.job_id} is gone from the controller ({info})"
                         )
@@ -192,6 +241,8 @@ class Watcher:
                         where = f" on {info.node}" if info.node and info.state == "RUNNING" else ""
                         restarts = f", requeued {info.restarts}x" if info.restarts else ""
                         _say(f"job {self.job_id} {info.state}{where}{restarts}")
+                    if info.state == "CANCELLED" and "Dependency" in info.reason:
+                        return self._never_started(info, tail)
                     if info.final:
                         return self._finished(info, tail)
             time.sleep(TAIL_SECONDS)
@@ -209,17 +260,33 @@ class Watcher:
         self._write_status(state=info.state, failure=failure, exit_code=info.returncode())
         return info.returncode()
 
+    def _never_started(self, info: JobInfo, tail: OutputTail) -> int:
+        """Slurm cancelled the job, never started, because a job it waited for failed. The
+        runner sees that failure too and stops this watcher to record the job as not
+        started (as on the host); exiting first would record it as failed."""
+        _say(f"job {self.job_id} {info.failure()}: a job before it failed")
+        deadline = time.monotonic() + DEPENDENCY_WAIT_SECONDS
+        while self.stop_signal is None and time.monotonic() < deadline:
+            time.sleep(TAIL_SECONDS)
+        if self.stop_signal is None:
+            return self._finished(info, tail)
+        self._write_status(state=info.state, failure="not started: a job before it failed")
+        return 128 + self.stop_signal
+
     def _stop(self, tail: OutputTail) -> int:
         assert self.stop_signal is not None
         if os.getppid() != self.parent:  # the runner died: leave the job to the next run
             self._write_status(state="LEFT_RUNNING")
             return 128 + self.stop_signal
         assert self.job_id is not None
-        cancelled = _run(cancel_command(self.job_id))
+        # An element cancels its whole array: the runner stops every element (interrupted,
+        # or held back behind a failure), also those it has no watcher for yet (num_jobs).
+        target = self.array_job_id or self.job_id
+        cancelled = _run(cancel_command(target))
         if cancelled.returncode != 0:
-            _say(f"warning: scancel {self.job_id} failed: {_first_line(cancelled.stderr)}")
+            _say(f"warning: scancel {target} failed: {_first_line(cancelled.stderr)}")
         else:
-            _say(f"cancelled Slurm job {self.job_id}")
+            _say(f"cancelled Slurm job {target}")
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
         while time.monotonic() < deadline:
             info = self._query()
@@ -243,6 +310,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lineage", nargs=2, metavar=("HANDED", "EXPECTED"), help="move the job's lineage file"
     )
+    parser.add_argument("--array-file", help="the sidecar file of the job array it is part of")
+    parser.add_argument("--array-index", type=int, default=0, help="its index in the array")
+    parser.add_argument("--array-throttle", type=int, default=1, help="elements run at once")
+    parser.add_argument("--single-output", help="its output file when run as a single job")
     parser.add_argument("sbatch", nargs=argparse.REMAINDER, help="-- then the sbatch command")
     return parser
 
