@@ -5,7 +5,9 @@ The real cluster's behaviour is tests/test_slurm.py.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +18,27 @@ import yaml
 from speechbed.errors import UserInputError
 from speechbed.pipeline.cli import main
 from speechbed.pipeline.executors import EXECUTOR_FACTORIES, HostExecutor
+from speechbed.pipeline.launch import job_argv
 from speechbed.pipeline.loader import load_pipeline
 from speechbed.pipeline.plan import PlannedJob
+from speechbed.pipeline.slurm.arrays import (
+    ArrayElement,
+    ArraySidecar,
+    adoptable,
+    array_groups,
+    submit_once,
+)
 from speechbed.pipeline.slurm.commands import (
     BATCH_SCRIPT,
+    active_array_tasks,
     active_job_with_comment,
+    array_indices,
     largest_gpu_count,
     output_pattern,
     parse_job,
     sbatch_command,
     submitted_job_id,
+    with_array,
 )
 from speechbed.pipeline.slurm.executor import SlurmExecutor
 from speechbed.pipeline.slurm.settings import SlurmJobOptions, SlurmSettings
@@ -238,3 +251,158 @@ def test_without_sbatch_the_job_is_refused_before_anything_starts(tmp_path, monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserInputError, match="needs Slurm's commands"):
         SlurmExecutor().check(_job(tmp_path))
+
+
+# ---------------------------------------------------------------- job arrays
+
+
+def _runs(tmp_path: Path, count: int) -> list[PlannedJob]:
+    """``count`` jobs of one step: same script and resources, their own name, key and seed."""
+    base = _job(tmp_path)
+    return [
+        dataclasses.replace(
+            base, index=index, name=f"run{index}", key=f"key{index}", args=("--seed", str(index))
+        )
+        for index in range(count)
+    ]
+
+
+def test_array_index_lists_and_the_throttle():
+    assert (
+        array_indices([0, 1, 2, 3]) == "0-3" and array_indices([5, 0, 2, 3, 7, 8]) == "0,2-3,5,7-8"
+    )
+    line = with_array(command(), [0, 1, 2, 4], 3)
+    assert line[line.index("/dev/stdin") - 1] == "--array=0-2,4%3"
+    with pytest.raises(ValueError):
+        with_array(command(), [], 2)
+
+
+def test_dependents_of_an_array_depend_on_its_id_once():
+    line = sbatch_command(
+        DEFAULTS, None, job_name="p/next", comment="c", output=ODD / "n.out", cwd=ODD,
+        num_gpus=0, argv=["python"], after=["41", "40", "41", "39_2"],
+    )  # fmt: skip
+    assert "--dependency=afterok:41:40:39_2" in line
+
+
+def test_an_array_output_pattern_keeps_its_index_symbol_but_escapes_the_folder():
+    line = sbatch_command(
+        DEFAULTS, None, job_name="p/train[3]", comment="c", output=ODD / "x-%a.out", cwd=ODD,
+        num_gpus=0, argv=["python"], array=True,
+    )  # fmt: skip
+    assert f"--output={str(ODD).replace('%', '%%')}/x-%a.out" in line
+
+
+def test_squeue_rows_of_arrays_give_their_queued_or_running_tasks():
+    listing = (
+        "40_0|COMPLETED|speechbed-array:g1\n40_1|RUNNING|speechbed-array:g1\n"
+        "40_[2-3,6%2]|PENDING|speechbed-array:g1\n41_0|FAILED|speechbed-array:g2\n"
+        "42|RUNNING|speechbed-key:k\n43_1|RUNNING|other\n"
+    )
+    assert active_array_tasks(listing, "speechbed-array:") == [
+        ("40", "speechbed-array:g1", {1, 2, 3, 6})
+    ]
+
+
+def test_jobs_that_share_script_and_resources_are_grouped(tmp_path):
+    jobs = [*_runs(tmp_path, 3), dataclasses.replace(_job(tmp_path), index=3, num_gpus=1)]
+    assert [[job.name for job in group] for group in array_groups(jobs)] == [
+        ["run0", "run1", "run2"]
+    ]
+    other_memory = dataclasses.replace(jobs[1], slurm=SlurmJobOptions(mem="8G"))
+    assert array_groups([jobs[0], other_memory]) == []
+    assert array_groups([jobs[0], dataclasses.replace(jobs[1], script=tmp_path / "b.py")]) == []
+
+
+def test_an_element_runs_the_host_argv_from_its_sidecar(tmp_path):
+    jobs = _runs(tmp_path, 3)
+    lineage = tmp_path / "state" / ".k.lineage-42.json"
+    base = {"SPEECHBED_LINEAGE_FILE": str(lineage), "PATH": "/bin"}
+    executor = SlurmExecutor(base)
+    executor.group(jobs, num_jobs=2)
+    executor.group(jobs[1:], num_jobs=2)  # asked again before each launch: same array
+    launches = [executor.launch(job, [], base, after=["7"]) for job in jobs]
+    files = {
+        argument for launch in launches for argument in launch.argv if "--array-file=" in argument
+    }
+    [sidecar_file] = files
+    sidecar = ArraySidecar.read(Path(sidecar_file.split("=", 1)[1]))
+    assert [element.argv for element in sidecar.elements] == [job_argv(job) for job in jobs]
+    assert [element.env["SPEECHBED_JOB_NAME"] for element in sidecar.elements] == [
+        "run0", "run1", "run2"
+    ]  # fmt: skip
+    assert (
+        sidecar.elements[1].env["SPEECHBED_LINEAGE_FILE"]
+        == launches[1].env["SPEECHBED_LINEAGE_FILE"]
+    )
+    argv = launches[2].argv
+    assert "--array-index=2" in argv and "--array-throttle=2" in argv
+    sbatch = argv[argv.index("--") + 1 :]
+    assert sbatch[sbatch.index("/dev/stdin") + 1 :][-2:] == ["--array-file", str(sidecar.path)]
+    assert f"--comment=speechbed-array:{sidecar.group}" in sbatch
+    assert "--dependency=afterok:7" in sbatch and "--job-name=p/train[3]" in sbatch
+    assert argv[argv.index("--output") + 1] == str(sidecar.output(2))
+
+
+def test_the_batch_step_of_an_element_runs_its_argv_with_its_variables(tmp_path):
+    show = "import os, sys; print(sys.argv[1:], os.environ['SPEECHBED_JOB_NAME'])"
+    elements = [
+        ArrayElement(key=f"k{i}", name=f"run{i}", argv=[sys.executable, "-c", show, f"it's {i}", "$HOME"],
+                     env={"SPEECHBED_JOB_NAME": f"run{i}"})
+        for i in range(2)
+    ]  # fmt: skip
+    sidecar = ArraySidecar.create(tmp_path, elements)
+    batch = [sys.executable, "-m", "speechbed.pipeline.slurm.batch", "--cwd", str(tmp_path)]
+    batch += ["--array-file", str(sidecar.path)]
+    ran = subprocess.run(
+        batch, cwd=tmp_path, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert ran.returncode == 0 and ran.stdout.strip() == "[\"it's 1\", '$HOME'] run1", ran
+    missing = subprocess.run(
+        batch, cwd=tmp_path, env={**os.environ, "SLURM_ARRAY_TASK_ID": "5"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no job for array task '5'" in missing.stdout
+
+
+def test_a_new_array_adopts_what_an_earlier_runner_left(tmp_path):
+    elements = [ArrayElement(key=f"k{i}", name=f"r{i}", argv=["x"], env={}) for i in range(4)]
+    earlier = ArraySidecar.create(tmp_path, elements[:3])
+    now = ArraySidecar.create(tmp_path, elements[1:])  # k0 finished meanwhile
+    listing = (
+        f"50_0|COMPLETED|speechbed-array:{earlier.group}\n"
+        f"50_1|RUNNING|speechbed-array:{earlier.group}\n"
+        f"50_[2]|PENDING|speechbed-array:{earlier.group}\n"
+        "51|PENDING|speechbed-key:k3\n"
+    )
+    assert adoptable(listing, now) == {
+        0: ("50_1", earlier.output(1)), 1: ("50_2", earlier.output(2)), 2: ("51", None)
+    }  # fmt: skip
+
+
+def test_the_first_watcher_submits_the_array_and_the_others_read_it(tmp_path):
+    elements = [ArrayElement(key=f"k{i}", name=f"r{i}", argv=["x"], env={}) for i in range(3)]
+    sidecar = ArraySidecar.create(tmp_path, elements)
+    calls: list[list[str]] = []
+
+    def run(line, stdin):
+        calls.append(list(line))
+        if line[0] == "squeue":
+            return 0, "51|RUNNING|speechbed-key:k1\n", ""
+        assert stdin == BATCH_SCRIPT
+        return 0, "60\n", ""
+
+    first = submit_once(sidecar, command(), 2, run)
+    again = submit_once(sidecar, command(), 2, run)
+    assert first == again == {
+        "array_job_id": "60", "ids": {"1": "51", "0": "60_0", "2": "60_2"}, "outputs": {}
+    }  # fmt: skip
+    assert len(calls) == 2 and "--array=0,2%2" in calls[1]
+
+    refused = ArraySidecar.create(tmp_path, elements)
+    record = submit_once(
+        refused, command(), 2, lambda line, stdin: (0, "", "") if line[0] == "squeue" else (
+            1, "", "sbatch: error: invalid partition specified: gpu\n")
+    )  # fmt: skip
+    assert record["failure"] == "sbatch refused: sbatch: error: invalid partition specified: gpu"
