@@ -1,6 +1,8 @@
-"""Long-running helper services: JupyterLab and TensorBoard, in the background on the host or in the image.
+"""Long-running helper services: JupyterLab, TensorBoard and optuna-dashboard, in the background.
 
-Called by ``make jupyter`` / ``make tensorboard`` (``python -m speechbed.services NAME``) and tests.
+Called by ``make jupyter`` / ``make tensorboard`` / ``make dashboard`` (``python -m
+speechbed.services NAME``) and tests. JupyterLab and TensorBoard run on the host or in the
+image; the dashboard (a search study's storage, ``speechbed.search.dashboard``) on the host.
 
 Each service binds to loopback unless ``--host`` says otherwise, runs in its own process
 group, and leaves ``${ARTIFACTS_DIRECTORY}/services/<name>.json`` (pid, url; readable by the
@@ -40,10 +42,11 @@ from speechbed.pipeline.container.settings import ContainerSettings
 from speechbed.reports.tensorboard_view import VIEW_FOLDER, view_folder
 from speechbed.storage import repository_root, storage_directory
 
-SERVICES = ("jupyter", "tensorboard")
+SERVICES = ("jupyter", "tensorboard", "dashboard")
 DEFAULT_PORTS = {
     "jupyter": ("JUPYTER_HOST_PORT", 8888),
     "tensorboard": ("TENSORBOARD_HOST_PORT", 6006),
+    "dashboard": ("DASHBOARD_HOST_PORT", 8080),
 }
 LOOPBACK = "127.0.0.1"
 #: The image's ports for JupyterLab and TensorBoard (docker/Dockerfile EXPOSEs them).
@@ -69,11 +72,13 @@ def service_argv(
     root_dir: str | PurePath,
     logdir: str | PurePath,
     as_root: bool = False,
+    search_file: str | PurePath | None = None,
 ) -> list[str]:
     """The command line of a service, on the host or in the image (the one place it is built).
 
     ``bind`` None binds every interface (in a container, where the engine publishes the port
     on the address a person chose). Jupyter's token is never here: it goes in JUPYTER_TOKEN.
+    The dashboard serves ``search_file``'s storage (opened by the service, never on argv).
     """
     if name == "jupyter":
         argv = [
@@ -91,6 +96,13 @@ def service_argv(
             f"--port={port}", f"--logdir={PurePath(logdir, VIEW_FOLDER)}",
             "--reload_interval=15",
         ]  # fmt: skip
+    if name == "dashboard":
+        if search_file is None:
+            raise UserInputError("the dashboard serves a search study: give its file (yml=FILE)")
+        return [
+            python, "-m", "speechbed.search.dashboard", "-y", str(search_file),
+            f"--host={bind or '0.0.0.0'}", f"--port={port}",
+        ]  # fmt: skip
     raise UserInputError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
 
 
@@ -104,11 +116,17 @@ def service_url(name: str, host: str, port: int, token: str | None) -> str:
 
 
 def service_command(
-    name: str, host: str, port: int, root: Path, artifacts: Path, token: str | None = None
+    name: str,
+    host: str,
+    port: int,
+    root: Path,
+    artifacts: Path,
+    token: str | None = None,
+    search_file: Path | None = None,
 ) -> ServiceLaunch:
     """The launch of a service on the host with this interpreter."""
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    argv = service_argv(name, sys.executable, host, port, root, artifacts, as_root)
+    argv = service_argv(name, sys.executable, host, port, root, artifacts, as_root, search_file)
     if name != "jupyter":
         return ServiceLaunch(argv, {}, service_url(name, host, port, None))
     token = token or secrets.token_hex(24)
@@ -154,10 +172,15 @@ def choose_launch(
     artifacts: Path,
     environ: Mapping[str, str],
     where: str,
+    search_file: Path | None = None,
 ) -> tuple[ServiceLaunch, tuple[str, list[str]] | None]:
     """The launch for ``where`` (host | container | auto); in a container, also its name and
-    the command that removes it."""
+    the command that removes it. The dashboard runs on the host (``auto`` means the host)."""
     token = environ.get("JUPYTER_TOKEN")
+    if name not in IMAGE_PORTS:
+        if where == "container":
+            raise UserInputError(f"{name} runs on the host only; use --where host (or auto)")
+        where = "host"
     if where in ("container", "auto"):
         missing = container_available(environ)
         if missing is None:
@@ -174,7 +197,7 @@ def choose_launch(
         print(f"{name}: starting on the host, not in a container: {missing}", file=sys.stderr)
     elif where != "host":
         raise UserInputError(f"--where {where!r}: use host, container or auto")
-    return service_command(name, host, port, root, artifacts, token), None
+    return service_command(name, host, port, root, artifacts, token, search_file), None
 
 
 def state_file(artifacts: Path, name: str) -> Path:
@@ -228,13 +251,19 @@ def start_service(
     environ: Mapping[str, str] | None = None,
     wait_seconds: float = 120.0,
     where: str = "host",
+    search_file: Path | None = None,
 ) -> dict:
     """Start the service in the background (or find it running); returns its state.
 
     ``where``: ``host``, ``container`` (DOCKER_IMAGE_NAME through CONTAINER_ENGINE) or
     ``auto`` (the container when the engine and image are there, else the host, saying so).
+    ``search_file``: the search whose study the dashboard serves.
     """
     environ = dict(os.environ if environ is None else environ)
+    if name == "dashboard" and (search_file is None or not Path(search_file).is_file()):
+        raise UserInputError(
+            f"the dashboard serves a search study: give its file (yml=FILE; got {search_file})"
+        )
     running = read_state(artifacts, name)
     if running is not None:
         return running
@@ -246,7 +275,9 @@ def start_service(
             f"port {port} is already in use; pick another with --port or {DEFAULT_PORTS[name][0]}"
         )
     view_folder(artifacts).mkdir(parents=True, exist_ok=True)
-    launch, container = choose_launch(name, host, port, root, artifacts, environ, where)
+    launch, container = choose_launch(
+        name, host, port, root, artifacts, environ, where, search_file
+    )
     log_path = state_file(artifacts, name).with_suffix(".log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -310,12 +341,18 @@ def stop_service(name: str, artifacts: Path, wait_seconds: float = 20.0) -> bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Start or stop JupyterLab / TensorBoard on the host."
+        description="Start or stop JupyterLab / TensorBoard / optuna-dashboard."
     )
     parser.add_argument("name", choices=SERVICES)
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default: loopback only)")
     parser.add_argument(
-        "--port", type=int, default=None, help="default: JUPYTER_HOST_PORT / TENSORBOARD_HOST_PORT"
+        "--port",
+        type=int,
+        default=None,
+        help="default: JUPYTER_HOST_PORT / TENSORBOARD_HOST_PORT / DASHBOARD_HOST_PORT",
+    )
+    parser.add_argument(
+        "-y", "--yml", type=Path, help="dashboard: the search file whose study it serves"
     )
     parser.add_argument("--stop", action="store_true", help="stop the running service")
     parser.add_argument(
@@ -335,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         state = start_service(
             arguments.name, artifacts, root, arguments.host, arguments.port,
-            where=arguments.where,
+            where=arguments.where, search_file=arguments.yml and arguments.yml.resolve(),
         )  # fmt: skip
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
