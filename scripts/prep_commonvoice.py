@@ -1,8 +1,9 @@
 """Prepare a Common Voice language folder: 16 kHz WAV and JSON manifests per split.
 
 Reads input_path/{train,dev,test}.tsv and the MP3 clips they list in input_path/clips/, and
-writes output_path/<split>/<clip>.wav and output_path/<split>.json (the Myrtle/MLPerf RNN-T
-manifest format, file names relative to output_path), converting in parallel. WAV files
+writes output_path/<split>/<xx>/<clip>.wav (256 folders <xx>) and output_path/<split>.json
+(the Myrtle/MLPerf RNN-T manifest format, file names relative to output_path), converting in
+parallel. WAV files
 already there are kept, so a killed run continues where it stopped.
 """
 

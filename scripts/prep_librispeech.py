@@ -1,8 +1,9 @@
 """Prepare a LibriSpeech-layout corpus (real or synthetic): 16 kHz WAV and JSON manifests.
 
 Reads input_path/<subset>/<speaker>/<chapter>/*.flac with their .trans.txt and writes
-output_path/<subset>/<utterance>.wav and output_path/<subset>.json (the Myrtle/MLPerf RNN-T
-manifest format, file names relative to output_path), converting in parallel. WAV files
+output_path/<subset>/<speaker>/<chapter>/<utterance>.wav and output_path/<subset>.json (the
+Myrtle/MLPerf RNN-T manifest format, file names relative to output_path), converting in
+parallel. WAV files
 already there are kept, so a killed run continues where it stopped.
 """
 

@@ -57,9 +57,9 @@ def test_librispeech_layout_to_wav_and_manifests(tmp_path, capsys):
     assert "dev-clean: 3 utterances" in capsys.readouterr().out
     dev = read_manifest(output / "dev-clean.json")
     assert [entry.files[0].fname for entry in dev] == [
-        "dev-clean/174-50561-0000.wav",
-        "dev-clean/84-121123-0000.wav",
-        "dev-clean/84-121123-0001.wav",
+        "dev-clean/174/50561/174-50561-0000.wav",
+        "dev-clean/84/121123/84-121123-0000.wav",
+        "dev-clean/84/121123/84-121123-0001.wav",
     ]
     assert dev[1].transcript == "go do you hear"
     assert dev[2].transcript == "but in less than five minutes"
@@ -72,7 +72,7 @@ def test_librispeech_layout_to_wav_and_manifests(tmp_path, capsys):
         assert soundfile.info(output / entry.files[0].fname).subtype == "PCM_16"
 
     # Again: everything reused; a lost WAV is converted again; raw transcripts and max_duration.
-    (output / "dev-clean" / "84-121123-0001.wav").unlink()
+    (output / "dev-clean/84/121123/84-121123-0001.wav").unlink()
     job.update(max_duration=1.2, normalize=False, workers=1)
     assert run_step("scripts/prep_librispeech.py", job, tmp_path) == 0
     printed = capsys.readouterr().out
@@ -149,7 +149,8 @@ def test_commonvoice_layout_decodes_mp3_to_16k_wav(tmp_path, capsys):
     assert read_manifest(output / "dev.json")[0].transcript == "cafe au lait please"
     for split, rows in CV_ROWS.items():
         for entry, (clip, _, frequency) in zip(read_manifest(output / f"{split}.json"), rows, strict=True):  # fmt: skip
-            assert entry.files[0].fname == f"{split}/{Path(clip).stem}.wav"
+            bucket = f"{zlib.crc32(Path(clip).stem.encode()) & 0xFF:02x}"
+            assert entry.files[0].fname == f"{split}/{bucket}/{Path(clip).stem}.wav"
             audio, rate = soundfile.read(output / entry.files[0].fname)
             assert rate == 16000 and abs(len(audio) - 9600) <= 1152  # 0.6 s; MP3 frame padding
             reference = sine(frequency, 16000)

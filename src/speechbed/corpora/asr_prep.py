@@ -3,8 +3,9 @@
 Called by speechbed.corpora.librispeech and speechbed.corpora.commonvoice once they have read
 their layout into ``SourceUtterance`` lists, one list per partition.
 
-Each partition ``name`` becomes ``<output>/<name>/<utterance id>.wav`` (16-bit PCM, 16 kHz,
-channels averaged, resampled with a polyphase filter) and the manifest ``<output>/<name>.json``
+Each partition ``name`` becomes ``<output>/<name>/<folder>/<utterance id>.wav`` (16-bit PCM,
+16 kHz, channels averaged, resampled with a polyphase filter; the reader picks folders of at
+most a few thousand files, since every atomic write lists its folder) and the manifest ``<output>/<name>.json``
 (speechbed.corpora.asr_manifest) whose file names are relative to ``<output>``. Every WAV is
 written atomically, so a killed run leaves only whole files and the next run converts only
 what is missing. Utterances longer than ``max_duration`` seconds (read from the source's
@@ -43,6 +44,11 @@ class SourceUtterance:
     id: str
     audio: Path
     transcript: str
+    folder: str = ""  # where its WAV goes inside the partition's folder, e.g. "84/121123"
+
+    def fname(self, partition: str) -> str:
+        """Its WAV's name relative to the data folder."""
+        return "/".join(part for part in (partition, self.folder, f"{self.id}.wav") if part)
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,15 @@ def _convert(conversion: _Conversion) -> tuple[int | None, bool]:
 
 
 def run_in_parallel(
-    function: Callable, items: Sequence, workers: int, description: str, progress: bool = True
+    function: Callable,
+    items: Sequence,
+    workers: int,
+    description: str,
+    progress: bool = True,
+    unit: str = "file",
 ) -> list:
     """``function`` over ``items`` in ``workers`` processes (in this one when 1), in order."""
-    bar = tqdm(total=len(items), desc=description, unit="file", disable=not progress)
+    bar = tqdm(total=len(items), desc=description, unit=unit, disable=not progress)
     with bar:
         if workers <= 1 or len(items) < 2:
             results = []
@@ -131,20 +142,12 @@ def default_workers(workers: int) -> int:
     return workers or len(os.sched_getaffinity(0))
 
 
-def prepare_partition(
-    name: str,
-    utterances: Iterable[SourceUtterance],
-    output: str | Path,
-    max_duration: float | None = None,
-    normalize: bool = True,
-    workers: int = 0,
-    force: bool = False,
-    progress: bool = True,
-) -> PartitionSummary:
-    """Convert one partition's audio into ``<output>/<name>/`` and write ``<output>/<name>.json``."""
-    output = make_folder(output)
-    utterances = list(utterances)
+def _checked(
+    name: str, utterances: Iterable[SourceUtterance], normalize: bool, summary: PartitionSummary
+) -> list[tuple[SourceUtterance, str]]:
+    """The utterances with the transcripts to write; ids checked, empty transcripts counted."""
     seen: dict[str, Path] = {}
+    kept = []
     for utterance in utterances:
         if utterance.id in seen:
             raise UserInputError(
@@ -152,38 +155,12 @@ def prepare_partition(
                 f"{utterance.audio}); utterance ids must be unique within a partition"
             )
         seen[utterance.id] = utterance.audio
-    summary = PartitionSummary()
-    kept: list[tuple[SourceUtterance, str]] = []
-    for utterance in utterances:
-        transcript = (
-            normalize_transcript(utterance.transcript) if normalize else utterance.transcript
-        )
-        if not transcript.strip():
+        text = normalize_transcript(utterance.transcript) if normalize else utterance.transcript
+        if not text.strip():
             summary.empty_transcripts += 1
             continue
-        kept.append((utterance, transcript))
-    make_folder(output / name)
-    conversions = [
-        _Conversion(u.audio, output / name / f"{u.id}.wav", max_duration, force) for u, _ in kept
-    ]
-    results = run_in_parallel(
-        _convert, conversions, default_workers(workers), f"{name} to 16 kHz WAV", progress
-    )
-    entries = []
-    for (utterance, transcript), (samples, converted) in zip(kept, results, strict=True):
-        if samples is None:
-            summary.too_long += 1
-            continue
-        if max_duration is not None and samples / TARGET_SAMPLE_RATE > max_duration:
-            summary.too_long += 1  # converted earlier, under a larger max_duration
-            continue
-        summary.converted += converted
-        summary.reused += not converted
-        summary.seconds += samples / TARGET_SAMPLE_RATE
-        entries.append(entry_for_wav(transcript, f"{name}/{utterance.id}.wav", samples))
-    summary.entries = len(entries)
-    write_manifest(manifest_path(output, name), entries)
-    return summary
+        kept.append((utterance, text))
+    return kept
 
 
 def prepare_partitions(
@@ -195,10 +172,38 @@ def prepare_partitions(
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, PartitionSummary]:
-    """``prepare_partition`` for each named partition, in order; their summaries."""
-    return {
-        name: prepare_partition(
-            name, utterances, output, max_duration, normalize, workers, force, progress
-        )
+    """Convert each named partition's audio into ``<output>/<name>/`` (all partitions in one
+    pool of processes), then write each ``<output>/<name>.json``; their summaries."""
+    output = make_folder(output)
+    summaries = {name: PartitionSummary() for name in partitions}
+    kept = {
+        name: _checked(name, utterances, normalize, summaries[name])
         for name, utterances in partitions.items()
     }
+    conversions = [
+        _Conversion(u.audio, output / fname, max_duration, force)
+        for name, pairs in kept.items()
+        for u, _ in pairs
+        for fname in [u.fname(name)]
+    ]
+    results = iter(
+        run_in_parallel(
+            _convert, conversions, default_workers(workers), "audio to 16 kHz WAV", progress
+        )
+    )
+    for name, pairs in kept.items():
+        summary, entries = summaries[name], []
+        for utterance, transcript in pairs:
+            samples, converted = next(results)
+            if samples is None or (
+                max_duration is not None and samples / TARGET_SAMPLE_RATE > max_duration
+            ):  # too long now, or converted earlier under a larger max_duration
+                summary.too_long += 1
+                continue
+            summary.converted += converted
+            summary.reused += not converted
+            summary.seconds += samples / TARGET_SAMPLE_RATE
+            entries.append(entry_for_wav(transcript, utterance.fname(name), samples))
+        summary.entries = len(entries)
+        write_manifest(manifest_path(output, name), entries)
+    return summaries

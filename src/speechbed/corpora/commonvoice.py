@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import zlib
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -57,9 +58,9 @@ def read_commonvoice_split(root: str | Path, split: str) -> list[SourceUtterance
             clip = root / "clips" / row[path_column]
             if not row[path_column] or not clip.is_file():
                 raise UserInputError(f"{table}:{number}: no clip {clip}")
-            utterances.append(
-                SourceUtterance(Path(row[path_column]).stem, clip, row[sentence_column])
-            )
+            name = Path(row[path_column]).stem
+            bucket = f"{zlib.crc32(name.encode()) & 0xFF:02x}"  # a release has 1M+ clips
+            utterances.append(SourceUtterance(name, clip, row[sentence_column], bucket))
     return utterances
 
 
@@ -71,8 +72,8 @@ class PrepCommonVoiceJob(JobSchema):
         "${DATA_DIRECTORY}/CommonVoice/cv-corpus-17.0/en"
     )
     output_path: Path = output_path(
-        description="data folder to write: <split>/<clip>.wav (16 kHz mono) and <split>.json "
-        "manifests whose file names are relative to it"
+        description="data folder to write: <split>/<xx>/<clip>.wav (16 kHz mono, 256 folders "
+        "<xx>) and <split>.json manifests whose file names are relative to it"
     )
     splits: list[Split] = Field(
         default_factory=lambda: ["train", "dev", "test"],

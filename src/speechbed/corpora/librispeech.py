@@ -90,7 +90,9 @@ def read_librispeech_subset(folder: str | Path) -> list[SourceUtterance]:
                 raise UserInputError(
                     f"{transcript_file}: {utterance} has a transcript but no {utterance}.flac"
                 )
-            utterances.append(SourceUtterance(utterance, flacs[utterance], text))
+            utterances.append(
+                SourceUtterance(utterance, flacs[utterance], text, f"{speaker}/{chapter}")
+            )
     if not utterances:
         raise UserInputError(
             f"{folder}: no utterances (expected <speaker>/<chapter>/ folders with .flac files "
@@ -107,7 +109,8 @@ class PrepLibriSpeechJob(JobSchema):
         "LibriSpeech/), e.g. ${DATA_DIRECTORY}/LibriSpeech"
     )
     output_path: Path = output_path(
-        description="data folder to write: <subset>/<utterance>.wav (16 kHz mono) and "
+        description="data folder to write: <subset>/<speaker>/<chapter>/<utterance>.wav (16 kHz "
+        "mono) and "
         "<subset>.json manifests whose file names are relative to it"
     )
     subsets: list[Subset] = Field(
