@@ -1,4 +1,4 @@
-"""Epoch checkpoints of a run: written atomically, found again on restart, pruned to last and best.
+"""Epoch checkpoints of a run: written atomically, found again on restart, pruned by a policy.
 
 Used by the trainer: a ``Checkpointer`` saves and restores a mapping of named objects that
 know their own state (``state_dict``/``load_state_dict``), so a checkpoint holds everything
@@ -8,9 +8,11 @@ needed to continue bit-for-bit and no key is listed twice.
 from __future__ import annotations
 
 import io
+import math
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,6 +135,44 @@ class CheckpointStore:
         for epoch in self.epochs():
             if epoch not in keep:
                 self.path(epoch).unlink(missing_ok=True)
+
+
+def best_epochs(
+    history: Sequence[Mapping[str, Any]], metric: str, lower_is_better: bool, count: int
+) -> list[int]:
+    """The ``count`` epochs of best ``metric``, best first (earlier first on ties, NaN last)."""
+    sign = 1.0 if lower_is_better else -1.0
+
+    def rank(row: Mapping[str, Any]) -> tuple[float, int]:
+        value = row[metric]
+        return (math.inf if math.isnan(value) else sign * value, row["epoch"])
+
+    return [row["epoch"] for row in sorted(history, key=rank)[:count]]
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Which epoch checkpoints pruning keeps (``training.keep_*``, ``save_frequency``).
+
+    Always the newest (a restart resumes from it; at the end it is the final epoch's), the
+    ``keep_best`` best by the dev metric, every ``save_frequency``-th epoch and the
+    milestone epochs of ``keep_epochs``.
+    """
+
+    keep_best: int = 1
+    save_frequency: int | None = None
+    keep_epochs: tuple[int, ...] = ()
+
+    def kept(
+        self, history: Sequence[Mapping[str, Any]], metric: str, lower_is_better: bool
+    ) -> set[int]:
+        epochs = [row["epoch"] for row in history]
+        kept = {epochs[-1]} if epochs else set()
+        kept.update(best_epochs(history, metric, lower_is_better, self.keep_best))
+        if self.save_frequency is not None:
+            kept.update(epoch for epoch in epochs if epoch % self.save_frequency == 0)
+        kept.update(epoch for epoch in epochs if epoch in self.keep_epochs)
+        return kept
 
 
 class Checkpointer:
