@@ -220,5 +220,7 @@ def test_the_tokenizer_step_is_deterministic_resumable_and_round_trips(tmp_path,
     assert run_step("scripts/train_tokenizer.py", dict(job, spm_size=5000, output_path=str(tmp_path / "d")), tmp_path) == 1  # fmt: skip
     assert "spm_size 5000 is too large" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    assert run_step("scripts/train_tokenizer.py", dict(job, spm_size=12, output_path=str(tmp_path / "d")), tmp_path) == 1  # fmt: skip
+    assert "spm_size 12 is too small" in capsys.readouterr().err
     with pytest.raises(UserInputError, match="no tokenizer model"):
         load_tokenizer(tmp_path / "d")

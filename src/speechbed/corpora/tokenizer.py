@@ -138,6 +138,15 @@ def _train_model(transcripts: Sequence[str], settings: TokenizerSettings) -> byt
                 f"spm_size {settings.spm_size} is too large for these transcripts "
                 f"(sentencepiece: {too_high[0].strip()}); choose a smaller spm_size"
             ) from None
+        too_small = re.search(
+            r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message
+        )
+        if too_small:
+            raise UserInputError(
+                f"spm_size {settings.spm_size} is too small: these transcripts have "
+                f"{int(too_small[2]) - 1} characters, each a piece, plus <unk>; choose at least "
+                f"{too_small[2]} (or lower character_coverage)"
+            ) from None
         raise UserInputError(f"sentencepiece training failed: {message}") from None
     return model.getvalue()
 
