@@ -168,6 +168,7 @@ def test_load_audio_gives_16k_mono_float(tmp_path):
         ("the boys' toys 'em", "the boys toys em"),
         ("In 1900, 1905 and 2024: 100th, 12th, 40th, 13", "in nineteen hundred nineteen oh five and two thousand twenty four one hundredth twelfth fortieth thirteen"),
         ("Straße Москва", "strasse"),
+        ("£1 or €2", "one pound or two euros"),
         ("  ...  ", ""),
     ],
 )  # fmt: skip

@@ -12,7 +12,7 @@ tokenizer step and by the RNN-T task when it normalises raw transcripts on the f
    numbers from 1100 to 1999 the way read English says years (``1984`` -> nineteen eighty
    four, ``1900`` -> nineteen hundred, ``1905`` -> nineteen oh five).
 3. A few symbols become words: ``%`` percent, ``&`` and, ``+`` plus, ``@`` at, ``=`` equals;
-   ``$``/``£``/``€`` before a number become dollars/pounds/euros after it.
+   ``$``/``£``/``€`` before a number become dollars/pounds/euros after it (dollar after one).
 4. Punctuation, other symbols and white space separate words (U.S.A. -> u s a, well-known
    -> well known); letters that have no a-z form (Cyrillic, CJK) are dropped. Apostrophes are kept inside words (don't, o'clock) and dropped at word
    edges, where they are quotation marks ('tis -> tis, boys' -> boys).
@@ -112,7 +112,8 @@ def _speak_number(match: re.Match[str]) -> str:
     if match["ordinal"] and not match["decimals"]:
         spoken = ordinal_words(spoken)
     if match["currency"]:
-        spoken += " " + _CURRENCIES[match["currency"]]
+        unit = _CURRENCIES[match["currency"]]
+        spoken += " " + (unit[:-1] if value == 1 and not match["decimals"] else unit)
     return f" {spoken} "
 
 
