@@ -7,9 +7,14 @@ continues the study. --num_workers N writes <study folder>/pipeline.yml with N w
 runs it (make search). --best writes the best settings as an experiment YAML with a sweep over
 seeds; --important writes the top-k parameters by importance as an include list; --report
 (also done by each worker when it stops) writes trials.csv, best_trials.csv and figures.
+As a pipeline job it hands the runner its lineage: the previous stage's files it read
+(include_from, base_from, and for --best/--important the study's journal) and the file it
+wrote, so a staged search (experiments/search/*-stages.yml) runs a stage again when they change.
 """
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,14 +68,36 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.report:
             return _report(search)
         if arguments.best or arguments.important:
-            return _read_study(arguments, search)
-        from speechbed.search.worker import run_worker
+            _read_study(arguments, search)
+        else:
+            from speechbed.search.worker import run_worker
 
-        run_worker(search, worker=arguments.worker or 0)
+            run_worker(search, worker=arguments.worker or 0)
+        _report_lineage(arguments, search)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report_lineage(arguments: argparse.Namespace, search) -> None:
+    """Tell the pipeline runner that started this job what it read and wrote."""
+    from speechbed.lineage import Lineage
+    from speechbed.outputs import write_text_atomic
+    from speechbed.search.search_file import JOURNAL
+    from speechbed.search.worker import study_folder
+    from speechbed.step_runner import LINEAGE_FILE_VARIABLE
+
+    target = os.environ.get(LINEAGE_FILE_VARIABLE, "").strip()
+    if not target:
+        return
+    inputs, outputs = list(search.stage_inputs), []
+    if arguments.best or arguments.important:
+        if search.settings.storage == JOURNAL:
+            inputs.append(study_folder(search).journal)
+        outputs.append(arguments.output)
+    lineage = Lineage.measure(inputs, outputs, {}, os.environ, repository_root())
+    write_text_atomic(target, json.dumps(lineage.to_json(), indent=1) + "\n")
 
 
 def _launch(arguments: argparse.Namespace, search) -> int:
@@ -118,7 +145,7 @@ def _report(search) -> int:
     return 0
 
 
-def _read_study(arguments: argparse.Namespace, search) -> int:
+def _read_study(arguments: argparse.Namespace, search) -> None:
     from speechbed.outputs import write_text_atomic
     from speechbed.search import results
     from speechbed.search.worker import open_study
@@ -134,7 +161,6 @@ def _read_study(arguments: argparse.Namespace, search) -> int:
     write_text_atomic(arguments.output, text)
     print(text, end="")
     print(f"written: {arguments.output}")
-    return 0
 
 
 if __name__ == "__main__":

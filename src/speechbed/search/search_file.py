@@ -4,6 +4,10 @@ The job file of ``scripts/search.py``, loaded by ``load_search`` (which the work
 ``--important`` and ``make search`` share). Errors name the file, the line and the key, as for
 every job file; a search-space name that is unknown, untunable or of the wrong kind, and a range
 bound or choice the run config refuses, name the line of that entry.
+
+A stage of a staged search takes what the previous stage wrote: ``include_from`` names the
+file of ``scripts/search.py --important`` (its names join ``include``), ``base_from`` the
+experiment of ``--best`` (its run sections are the base, under the sections written here).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, load_document, problems_in_one_line, validate_document
 from speechbed.pipeline.schema import JOB_NAME
 from speechbed.search.space import ParameterRange, name_problem, pattern_problem, schema_space
+from speechbed.storage import repository_root
 from speechbed.tasks import DEFAULT_TASK
 from speechbed.training.config import (
     DataConfig,
@@ -103,6 +108,17 @@ class SearchFile(JobSchema):
     exclude: list[str] = Field(
         default_factory=list, description="regular expressions dropping names that include picked"
     )
+    include_from: str | None = Field(
+        None,
+        description="the previous stage's include list, written by scripts/search.py "
+        "--important (absolute, or relative to the repository root): its names join include",
+    )
+    base_from: str | None = Field(
+        None,
+        description="the previous stage's best settings, an experiment written by scripts/"
+        "search.py --best: its data/model/training/evaluation sections are the base, under the "
+        "sections written here",
+    )
     space: dict[str, ParameterRange] = Field(
         default_factory=dict,
         description="search parameters: section.key -> {int: [low, high]} | {float: [low, "
@@ -142,6 +158,8 @@ class Search:
     source: Path
     settings: SearchFile
     written_sections: dict[str, dict[str, Any]]
+    #: The previous stage's files it read (``include_from``, ``base_from``): the job's inputs.
+    stage_inputs: tuple[Path, ...] = ()
 
     @property
     def study(self) -> str:
@@ -168,11 +186,56 @@ def with_params(config: Mapping[str, Any], params: Mapping[str, Any]) -> dict[st
     return result
 
 
+def _stage_file(document: Mapping[str, Any], key: str, path: Path, line: int) -> Path | None:
+    """The previous stage's file that ``key`` names, which must exist by now."""
+    value = document.get(key)
+    if not value or not isinstance(value, str):
+        return None
+    source = Path(value) if Path(value).is_absolute() else repository_root() / value
+    if not source.is_file():
+        writer = "--important" if key == "include_from" else "--best"
+        raise UserInputError(
+            f"{path}:{line}: {key}: {source} does not exist yet; the previous stage writes it "
+            f"(scripts/search.py -y PREVIOUS.yml {writer} -o {value}): run that stage first"
+        )
+    return source
+
+
+def _with_previous_stage(
+    document: dict[str, Any],
+    files: Mapping[str, Path],
+    environ: Mapping[str, str] | None,
+    keep_variables: bool = False,
+) -> dict[str, Any]:
+    """``document`` with the base sections and include list its previous stage wrote."""
+    document = dict(document)
+    if "base_from" in files:
+        base, _ = load_document(files["base_from"], environ, keep_variables)
+        if not isinstance(base, dict):
+            raise UserInputError(f"{files['base_from']}: expected an experiment (--best)")
+        for section in RUN_SECTIONS:
+            document[section] = {**(base.get(section) or {}), **(document.get(section) or {})}
+    if "include_from" in files:
+        written, _ = load_document(files["include_from"], environ)
+        names = written.get("include") if isinstance(written, dict) else None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise UserInputError(f"{files['include_from']}: expected 'include: [names]'")
+        document["include"] = list(document.get("include") or []) + names
+    return document
+
+
 def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> Search:
     """Read and check a search file; raises ``UserInputError`` naming file:line and key."""
     path = Path(path)
     document, lines = load_document(path, environ)
-    settings = validate_document(SearchFile, document or {}, path, lines, "search")
+    document = document or {}
+    files = {
+        key: source
+        for key in ("base_from", "include_from")
+        if (source := _stage_file(document, key, path, lines.get((key,), 1))) is not None
+    }
+    document = _with_previous_stage(document, files, environ)
+    settings = validate_document(SearchFile, document, path, lines, "search")
     for key in ("include", "exclude"):
         for index, pattern in enumerate(getattr(settings, key)):
             problem = pattern_problem(pattern, RunConfig)
@@ -205,5 +268,6 @@ def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> S
                     f"{where}: '{name}' cannot be {value!r}: {problems_in_one_line(error)}"
                 ) from None
     written, _ = load_document(path, keep_variables=True)
+    written = _with_previous_stage(written or {}, files, environ, keep_variables=True)
     sections = {section: dict(written.get(section) or {}) for section in RUN_SECTIONS}
-    return Search(path, settings, sections)
+    return Search(path, settings, sections, tuple(files.values()))
