@@ -1,0 +1,1 @@
+"""Keyword spotting (Speech Commands, 12 classes): the task ``kws``; see ``KwsTask``."""
