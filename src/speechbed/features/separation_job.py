@@ -64,6 +64,12 @@ class ComputeSeparationCacheJob(JobSchema):
     stft: SeparationFeatureSettings = Field(
         default_factory=SeparationFeatureSettings, description="the transform"
     )
+    num_threads: int | None = Field(
+        1,
+        ge=1,
+        description="torch CPU threads; 1 is fastest for the small FFTs, above all on busy "
+        "cores (null: torch's choice)",
+    )
     verify: bool = Field(
         False,
         description="also read every chunk of an up-to-date store and check its checksum; a "
