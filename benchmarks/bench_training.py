@@ -11,7 +11,7 @@ import torch
 
 from speechbed.models import build_model
 from speechbed.tasks.ctc_phones import BLANK_INDEX, NUM_CLASSES, acoustic_settings
-from speechbed.training.config import ModelConfig
+from speechbed.tasks.ctc_phones.config import AcousticModelConfig as ModelConfig
 
 #: The demo-sized model (the one reported for experiments/demo.yml: about 12% dev PER on the
 #: small synthetic corpus after 7 epochs); only convolutional_mellin differs between the two.

@@ -29,7 +29,7 @@ from speechbed.tasks.ctc_phones import (
     ids_to_phones_39,
     phone_error_counts,
 )
-from speechbed.training.config import ModelConfig
+from speechbed.tasks.ctc_phones.config import AcousticModelConfig as ModelConfig
 
 # --------------------------------------------------------------------------- error rates
 

@@ -9,7 +9,7 @@ from speechbed.models import build_model
 from speechbed.models.convolution import mellin_time_parameters, plan_layers
 from speechbed.models.windows import count_windows, frames_to_windows
 from speechbed.tasks.ctc_phones import BLANK_INDEX, NUM_CLASSES, acoustic_settings
-from speechbed.training.config import ModelConfig
+from speechbed.tasks.ctc_phones.config import AcousticModelConfig as ModelConfig
 
 TINY = dict(
     window_size=6,

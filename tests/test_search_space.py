@@ -10,7 +10,7 @@ import pytest
 from speechbed.errors import UserInputError
 from speechbed.search.search_file import load_search
 from speechbed.search.space import DEFAULT_RANGES, UNTUNABLE, tunable_names
-from speechbed.training.config import RunConfig
+from speechbed.tasks.ctc_phones.config import CtcPhonesRunConfig as RunConfig
 
 HEAD = "num_trials: 2\ndata: {cache_directory: /nowhere}\n"
 

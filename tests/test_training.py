@@ -20,7 +20,7 @@ from speechbed.features.cache import FeatureStoreWriter
 from speechbed.jobs import load_jobs
 from speechbed.training import data as training_data
 from speechbed.training.augmentation import augment_batch
-from speechbed.training.config import DataConfig, RunConfig, TrainingConfig
+from speechbed.training.config import FeatureStoreDataConfig, RunConfig, TrainingConfig
 from speechbed.training.loop import train_run, training_fingerprint
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -254,7 +254,9 @@ def test_missing_cache_and_unknown_keys_are_user_errors(tmp_path, cache_director
 
 def test_in_memory_option_picks_how_frames_are_read_not_what_is_read(cache_directory, monkeypatch):
     def epoch_of_batches(in_memory):
-        data = DataConfig(cache_directory=cache_directory, batch_size=5, in_memory=in_memory)
+        data = FeatureStoreDataConfig(
+            cache_directory=cache_directory, batch_size=5, in_memory=in_memory
+        )
         loader = training_data.open_loader(data, "train", shuffle=True, seed=4)
         loader.batch_sampler.set_epoch(1)
         return loader.dataset.cache.in_memory, list(loader)
@@ -312,7 +314,9 @@ def test_augmentation_keeps_lengths_consistent_and_is_reproducible():
 
 def test_run_config_documents_what_the_reports_read():
     # the experiments' reports read these names; keep them
-    schema = json.dumps(RunConfig.model_json_schema())
+    from speechbed.tasks.ctc_phones.config import CtcPhonesRunConfig
+
+    schema = json.dumps(CtcPhonesRunConfig.model_json_schema())
     for key in (
         "window_size",
         "convolutional_mellin",

@@ -52,6 +52,11 @@ class JobSchema(pydantic.BaseModel):
             )
         return value
 
+    @classmethod
+    def schema_of(cls, raw: Mapping[str, Any]) -> type[JobSchema]:
+        """The class a mapping validates as (a run config: its task's); errors name its keys."""
+        return cls
+
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         """(inputs, outputs): the files and folders this job reads and writes."""
         found: dict[str, list[Path]] = {"input": [], "output": []}
@@ -277,13 +282,9 @@ def problems_in_one_line(error: pydantic.ValidationError, whole: str = "(top lev
 
 
 def _format_errors(
-    error: pydantic.ValidationError,
-    schema: type[pydantic.BaseModel],
-    source: str | Path,
-    lines: dict[Location, int],
-    prefix: Location,
-    job_label: str,
-) -> str:
+    error: pydantic.ValidationError, schema: type[JobSchema], raw: Mapping[str, Any],
+    source: str | Path, lines: dict[Location, int], prefix: Location, job_label: str,
+) -> str:  # fmt: skip
     messages = []
     for item in error.errors():
         location = tuple(
@@ -298,7 +299,7 @@ def _format_errors(
         key = _dotted(location) or "(top level)"
         kind = item["type"]
         if kind == "extra_forbidden":
-            owner = _field_model(schema, location)
+            owner = _field_model(schema.schema_of(raw), location)
             known = sorted(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(location[-1]), known, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
@@ -329,7 +330,7 @@ def _validate(
         return schema.model_validate(dict(raw))
     except pydantic.ValidationError as error:
         raise UserInputError(
-            _format_errors(error, schema, source, lines, prefix, job_label)
+            _format_errors(error, schema, raw, source, lines, prefix, job_label)
         ) from None
 
 

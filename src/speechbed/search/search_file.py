@@ -27,13 +27,12 @@ from speechbed.pipeline.schema import JOB_NAME
 from speechbed.search.space import ParameterRange, name_problem, pattern_problem, schema_space
 from speechbed.storage import repository_root
 from speechbed.tasks import DEFAULT_TASK
-from speechbed.training.config import (
-    DataConfig,
-    EvaluationConfig,
-    ModelConfig,
-    RunConfig,
-    TrainingConfig,
+from speechbed.tasks.ctc_phones.config import (
+    AcousticModelConfig,
+    CtcEvaluationConfig,
+    CtcPhonesRunConfig,
 )
+from speechbed.training.config import FeatureStoreDataConfig, TrainingConfig
 
 RUN_SECTIONS = ("data", "model", "training", "evaluation")
 JOURNAL = "journal"
@@ -71,13 +70,6 @@ class SearchFile(JobSchema):
     num_trials: int = Field(
         ge=1, description="finished trials (complete + pruned) the study ends with, all workers"
     )
-    memory_limit_mib: float | None = Field(
-        None,
-        gt=0,
-        description="prune, without training, a trial whose forward and backward pass at its "
-        "largest batch peaks above this many MiB on its device (speechbed.search.memory; "
-        "null: no limit)",
-    )
     heartbeat_seconds: int = Field(
         30, ge=1, description="a running trial's worker records it is alive this often"
     )
@@ -89,15 +81,20 @@ class SearchFile(JobSchema):
     max_retries: int = Field(
         2, ge=0, description="times a trial whose worker died is retried with the same settings"
     )
-    task: str = Field(DEFAULT_TASK, description="the recipe every trial trains (see RunConfig)")
+    task: Literal["ctc_phones"] = Field(
+        DEFAULT_TASK,
+        description="the recipe every trial trains (ctc_phones: the default ranges are its settings)",
+    )
     seed: int = Field(0, description="info.seed of every trial")
-    data: DataConfig = Field(description="run config section, shared by every trial")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="run config section")
+    data: FeatureStoreDataConfig = Field(description="run config section, shared by every trial")
+    model: AcousticModelConfig = Field(
+        default_factory=AcousticModelConfig, description="run config section"
+    )
     training: TrainingConfig = Field(
         default_factory=TrainingConfig, description="run config section"
     )
-    evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig, description="run config section"
+    evaluation: CtcEvaluationConfig = Field(
+        default_factory=CtcEvaluationConfig, description="run config section"
     )
     include: list[str] = Field(
         default_factory=list,
@@ -166,7 +163,7 @@ class Search:
         return self.settings.study or self.source.stem
 
     def run_config(self, params: Mapping[str, Any], name: str, run_dir: Path) -> dict[str, Any]:
-        """A trial's run config (a ``RunConfig`` mapping): the base with ``params`` set."""
+        """A trial's run config (a ``CtcPhonesRunConfig`` mapping): the base with ``params`` set."""
         settings = self.settings
         config: dict[str, Any] = {
             "task": settings.task,
@@ -238,16 +235,16 @@ def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> S
     settings = validate_document(SearchFile, document, path, lines, "search")
     for key in ("include", "exclude"):
         for index, pattern in enumerate(getattr(settings, key)):
-            problem = pattern_problem(pattern, RunConfig)
+            problem = pattern_problem(pattern, CtcPhonesRunConfig)
             if problem:
                 line = lines.get((key, index), lines.get((key,), 1))
                 raise UserInputError(f"{path}:{line}: {key}: {problem}")
-    derived = schema_space(settings.include, settings.exclude, RunConfig)
+    derived = schema_space(settings.include, settings.exclude, CtcPhonesRunConfig)
     if settings.include and not derived:
         line = lines.get(("exclude",), lines.get(("include",), 1))
         raise UserInputError(f"{path}:{line}: exclude: it drops every setting include picked")
     for name, parameter in settings.space.items():
-        problem = name_problem(name, parameter, RunConfig)
+        problem = name_problem(name, parameter, CtcPhonesRunConfig)
         if problem:
             line = lines.get(("space", name), lines.get(("space",), 1))
             raise UserInputError(f"{path}:{line}: space: {problem}")
@@ -262,7 +259,7 @@ def load_search(path: str | Path, environ: Mapping[str, str] | None = None) -> S
             where = f"{path}:{lines.get(('space', name), lines.get(('space',), 1))}: space"
         for value in parameter.values_to_check():
             try:
-                RunConfig.model_validate(with_params(base, {name: value}))
+                CtcPhonesRunConfig.model_validate(with_params(base, {name: value}))
             except pydantic.ValidationError as error:
                 raise UserInputError(
                     f"{where}: '{name}' cannot be {value!r}: {problems_in_one_line(error)}"

@@ -38,6 +38,7 @@ from speechbed.sweep.experiment_file import (
     Experiment,
     load_experiment,
     portable_folder,
+    run_schema,
 )
 from speechbed.variables import substitute_variables
 
@@ -61,7 +62,10 @@ def _job(schema: type[Schema], source: Path, what: str, **values: Any) -> Schema
 
 
 def cache_jobs(experiment: Experiment) -> list[ComputeFeaturesJob]:
-    """One job per distinct feature cache the runs read, with every partition they read."""
+    """One job per distinct feature cache the runs read, with every partition they read
+    (none for a task whose data the cache step does not make)."""
+    if not run_schema(experiment.task).feature_cache_step:
+        return []
     needs: dict[tuple[str, str], dict[str, Any]] = {}
     for run in experiment.runs:
         data = run.config.get("data", {})
@@ -94,21 +98,27 @@ def _resolve(path: Path, environ: Mapping[str, str]) -> Path:
 def check_inputs(
     experiment: Experiment, environ: Mapping[str, str], populate_cache: bool
 ) -> list[str]:
-    """What the runs need that is missing: manifests (with the cache step) or the caches."""
+    """What the runs need that is missing: manifests (with the cache step) or the partitions."""
     missing = []
-    for job in cache_jobs(experiment):
-        for partition in job.partitions or ():
-            if populate_cache:
+    if populate_cache:
+        for job in cache_jobs(experiment):
+            for partition in job.partitions or ():
                 manifest = manifest_path(_resolve(job.input_path, environ), partition)
                 if not manifest.is_file():
                     missing.append(f"manifest {manifest} (input of the {job.feature} cache)")
-            else:
-                store = _resolve(job.output_path, environ) / f"{partition}.zarr"
-                if not store.exists():
-                    missing.append(
-                        f"feature cache {store} (add 'populate_cache: true' to a sweep entry, "
-                        "or compute it with the data_prep pipeline)"
-                    )
+        return missing
+    data_schema = run_schema(experiment.task).model_fields["data"].annotation
+    for run in experiment.runs:
+        data = data_schema.model_validate(run.config.get("data", {}))
+        for role in ("train", "dev", "test"):
+            partition = getattr(data, f"{role}_partition")
+            source = _resolve(data.source(partition), environ)
+            described = f"{data.source_name} {source}"
+            if not source.exists() and not any(m.startswith(described) for m in missing):
+                hint = data.missing_source_hint
+                if run_schema(experiment.task).feature_cache_step:
+                    hint = f"add 'populate_cache: true' to a sweep entry, or {hint}"
+                missing.append(f"{described} ('{partition}' partition; {hint})")
     return missing
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import Field
 
+from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, Location, load_document, validate_document
 from speechbed.reports.settings import ReportSettings
 from speechbed.run_folder import ExperimentFolder
@@ -30,10 +31,11 @@ from speechbed.sweep.expansion import (
     key_paths,
 )
 from speechbed.sweep.selection import parse_overrides, parse_selection, select_runs
+from speechbed.tasks import DEFAULT_TASK, unknown_task
 
 RUN_SECTIONS = ("info", "data", "model", "training", "evaluation")
 ARTIFACTS_VARIABLE = "${ARTIFACTS_DIRECTORY}"
-_RUN_SECTION = "a section of every run config (speechbed.training.config.RunConfig)"
+_RUN_SECTION = "a section of every run config (the task's RunConfig, speechbed.training.config)"
 
 
 class CacheSettings(JobSchema):
@@ -52,6 +54,9 @@ class ExperimentFile(JobSchema):
     """The sections of an experiment file. The run sections stay mappings here: the sweep
     fills them in, and every run it resolves is validated against the run schema."""
 
+    task: str = Field(
+        DEFAULT_TASK, description="the recipe every run trains (the run configs' task)"
+    )
     info: dict[str, Any] = Field(default_factory=dict, description=_RUN_SECTION)
     data: dict[str, Any] = Field(default_factory=dict, description=_RUN_SECTION)
     model: dict[str, Any] = Field(default_factory=dict, description=_RUN_SECTION)
@@ -79,6 +84,7 @@ class Experiment:
     report: ReportSettings
     cache: CacheSettings
     selected: list[Run] | None = None  # the runs only= picked (None: every run)
+    task: str = DEFAULT_TASK
 
     @property
     def runs(self) -> list[Run]:
@@ -86,11 +92,12 @@ class Experiment:
         return self.expansion.runs if self.selected is None else self.selected
 
 
-def _run_schema() -> type[pydantic.BaseModel]:
-    # Only the schema module: the sweep never imports the training code itself.
-    from speechbed.training.config import RunConfig
+def run_schema(task: str) -> Any:
+    """The run config class of ``task``, whose schema every expanded run is validated with."""
+    # Only the schema modules: the sweep never imports the training code itself.
+    from speechbed.training.config import run_config_class
 
-    return RunConfig
+    return run_config_class(task)
 
 
 def schema_paths(
@@ -169,10 +176,16 @@ def load_experiment(
     sections = validate_document(ExperimentFile, document or {}, path, lines, "experiment")
     document = dict(document or {})
     name = path.stem
-    schema = _run_schema()
+    task = sections.task
+    problem = unknown_task(task)
+    if problem is not None:
+        raise UserInputError(f"{path}:{lines.get(('task',), 1)}: task: {problem}")
+    schema = run_schema(task)
+    # A stated task goes into every run config (left out, each run has the default).
+    run_sections = RUN_SECTIONS + (("task",) if "task" in document else ())
     settings = parse_overrides(overrides)
     expansion = expand(
-        document, RUN_SECTIONS, schema_paths(schema), source=str(path), overrides=settings
+        document, run_sections, schema_paths(schema), source=str(path), overrides=settings
     )
     given = " ".join(f"{key}={value}" for key, value in settings.items())
     for number, run in enumerate(expansion.runs):
@@ -183,4 +196,12 @@ def load_experiment(
         label = f"{where}run {number} ({run.condition()})" + (f" with set={given}" if given else "")
         validate_document(schema, run.config, path, _run_lines(document, lines, run), label)
     selected = select_runs(expansion.runs, parse_selection(only), str(path)) if only else None
-    return Experiment(name, path, document, expansion, sections.report, sections.cache, selected)
+    if expansion.populate_cache and not schema.feature_cache_step:
+        line = lines.get(("sweep",), 1)
+        raise UserInputError(
+            f"{path}:{line}: populate_cache: task {task}'s runs do not read caches the cache "
+            "step computes; make its data with the corpus's data_prep pipeline"
+        )
+    return Experiment(
+        name, path, document, expansion, sections.report, sections.cache, selected, task
+    )

@@ -1,19 +1,29 @@
 """The run config: one YAML file describing a training run and its evaluation.
 
-Read by ``scripts/train.py`` and ``scripts/evaluate.py`` (it is their job file) and by the sweep,
-which validates every expanded run against ``RunConfig``.
+Read by ``scripts/train.py`` and ``scripts/evaluate.py`` (it is their job file) and by the sweep
+and the search, which validate every run they make. This module holds the sections every task
+shares (``info``, ``training``) and the bases of those each task shapes (``data``, ``model``,
+``evaluation``); a task's own run config (``speechbed.tasks.<name>.config``, found through the
+registry in ``speechbed.tasks``) subclasses ``RunConfig`` with its sections.
+``RunConfig.model_validate`` (and every subclass of it used as a job schema) picks the class
+of the document's ``task``.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
+import pydantic_core
 from pydantic import Field
 
+from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema
-from speechbed.tasks import DEFAULT_TASK, TASKS, unknown_task
+from speechbed.tasks import DEFAULT_TASK, TASKS, task_entry, unknown_task
 
 
 class InfoConfig(JobSchema):
@@ -30,7 +40,37 @@ class InfoConfig(JobSchema):
 
 
 class DataConfig(JobSchema):
-    """Which feature cache feeds the run and how it is batched."""
+    """Where a run's partitions come from and how they are batched (every task's ``data``)."""
+
+    train_partition: str = Field("train", description="partition trained on")
+    dev_partition: str = Field(
+        "dev", description="partition for model selection and the LR schedule"
+    )
+    test_partition: str = Field("test", description="partition scored once, at evaluation")
+    batch_size: int = Field(32, ge=1, description="items per batch")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: in-process)")
+
+    #: What a partition's source is, and what to do when it is missing (in error messages).
+    source_name: ClassVar[str] = "partition source"
+    missing_source_hint: ClassVar[str] = "make it with the corpus's data_prep pipeline"
+
+    def source(self, partition: str) -> Path:
+        """The file or folder a partition is read from (run lineage fingerprints it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say where partitions are")
+
+    def existing_source(self, partition: str) -> Path:
+        """``source(partition)``, or a UserInputError naming it and how to make it."""
+        path = self.source(partition)
+        if not path.exists():
+            raise UserInputError(
+                f"data: no {self.source_name} for partition '{partition}' at {path}; "
+                f"{self.missing_source_hint}"
+            )
+        return path
+
+
+class FeatureStoreDataConfig(DataConfig):
+    """Partitions read from a feature cache: ``<cache_directory>/<partition>.zarr``."""
 
     cache_directory: Path = Field(
         description="folder holding <partition>.zarr for the feature, e.g. "
@@ -39,68 +79,25 @@ class DataConfig(JobSchema):
     feature: str = Field(
         "fbank-81-10ms", description="feature name (fbank-81-10ms | sigbank-41-2ms | raw)"
     )
-    train_partition: str = Field("train", description="partition trained on")
-    dev_partition: str = Field(
-        "dev", description="partition for model selection and the LR schedule"
-    )
-    test_partition: str = Field("test", description="partition scored once, at evaluation")
-    batch_size: int = Field(32, ge=1, description="utterances per batch")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: in-process)")
     in_memory: bool | Literal["auto"] = Field(
         "auto",
         description="hold each partition's frames in memory (read once): true, false (stream "
         "through a chunk cache), or auto (true when the partition's frames take at most 1 GiB)",
     )
 
+    source_name: ClassVar[str] = "feature cache"
+    missing_source_hint: ClassVar[str] = (
+        "compute it with scripts/compute_features.py or the data_prep pipeline (or fix "
+        "data.cache_directory)"
+    )
+
+    def source(self, partition: str) -> Path:
+        return Path(self.cache_directory) / f"{partition}.zarr"
+
 
 class ModelConfig(JobSchema):
-    """The CNN + RNN acoustic model (names as in the original study)."""
+    """The base of every task's ``model`` section: the seed of the initialisation."""
 
-    use_log_compression: bool = Field(
-        False, description="apply a learnable log(|x| + e^eps) to the input windows"
-    )
-    use_lift: bool = Field(
-        False, description="apply a learnable lift x[..., j] * (j + 1)^tau along window time"
-    )
-    window_size: int = Field(10, ge=1, description="frames per window")
-    window_stride: int = Field(
-        3, ge=1, description="frames between window starts (one output each)"
-    )
-    convolutional_layers: int = Field(2, ge=0, description="number of 2-D correlation layers")
-    convolutional_initial_channels: int = Field(
-        8, ge=1, description="output channels of the first convolutional layer"
-    )
-    convolutional_kernel_time: int = Field(3, ge=1, description="kernel size along time")
-    convolutional_kernel_freq: int = Field(3, ge=1, description="kernel size along frequency")
-    convolutional_mellin: bool = Field(
-        False, description="Mellin correlation along time (MCorrLCorr) instead of linear (Conv2d)"
-    )
-    convolutional_time_factor: int = Field(
-        1,
-        ge=1,
-        description="time shrinks by this factor every convolutional_factor_schedule layers",
-    )
-    convolutional_freq_factor: int = Field(
-        2,
-        ge=1,
-        description="frequency shrinks by this factor every convolutional_factor_schedule layers",
-    )
-    convolutional_channel_factor: int = Field(
-        2, ge=1, description="channels multiply by this every convolutional_factor_schedule layers"
-    )
-    convolutional_factor_schedule: int = Field(
-        1, ge=1, description="apply the factors after every this many layers"
-    )
-    convolutional_nonlinearity: Literal["relu", "sigmoid", "tanh"] = Field(
-        "relu", description="nonlinearity after each convolutional layer"
-    )
-    convolutional_dropout_2d: bool = Field(
-        True, description="drop whole channels (Dropout2d) rather than single values"
-    )
-    recurrent_type: Literal["LSTM", "GRU", "RNN"] = Field("LSTM", description="recurrent cell")
-    recurrent_size: int = Field(128, ge=1, description="hidden units per direction")
-    recurrent_layers: int = Field(2, ge=0, description="stacked recurrent layers (0: none)")
-    recurrent_bidirectional: bool = Field(True, description="bidirectional recurrent layers")
     seed: int | None = Field(
         None, description="seed of the parameter initialisation (null: info.seed)"
     )
@@ -186,20 +183,21 @@ class TrainingConfig(JobSchema):
 
 
 class EvaluationConfig(JobSchema):
-    """How the trained model is scored."""
+    """How the trained model is scored (every task's ``evaluation``)."""
 
-    beam_width: int = Field(
-        8, ge=0, description="CTC prefix beam width (0: greedy best-path decoding)"
-    )
     partitions: list[Literal["dev", "test"]] = Field(
         ["dev", "test"], description="partitions scored (names refer to data.*_partition)"
     )
-    batch_size: int = Field(16, ge=1, description="utterances per decoding batch")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="where to decode")
+    batch_size: int = Field(16, ge=1, description="items per scoring batch")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where to score")
 
 
 class RunConfig(JobSchema):
-    """One training run and its evaluation: the job file of train.py and evaluate.py."""
+    """One training run and its evaluation: the job file of train.py and evaluate.py.
+
+    The base every task's run config subclasses; validating a mapping with it (or with a job
+    schema derived from it) gives an instance of the class of the mapping's ``task``.
+    """
 
     task: str = Field(
         DEFAULT_TASK,
@@ -207,12 +205,38 @@ class RunConfig(JobSchema):
         f"(known: {', '.join(sorted(TASKS))})",
     )
     info: InfoConfig = Field(description="name, seed and run folder")
-    data: DataConfig = Field(description="feature cache and batching")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="acoustic model")
+    data: DataConfig = Field(description="where the partitions come from, and batching")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the task's model")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="training")
-    evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig, description="decoding and scoring"
-    )
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="scoring")
+
+    #: Whether an experiment's cache step (scripts/compute_features.py from manifests, the
+    #: sweep's ``populate_cache``) can make the task's data; else its data_prep pipeline does.
+    feature_cache_step: ClassVar[bool] = False
+
+    @pydantic.model_validator(mode="wrap")
+    @classmethod
+    def _as_task_config(cls, value: Any, handler: Any) -> Any:
+        if isinstance(value, Mapping):
+            task = value.get("task", DEFAULT_TASK)
+            problem = unknown_task(task) if isinstance(task, str) else None
+            if problem is not None:  # the one error that matters: the other sections are moot
+                raise pydantic_core.ValidationError.from_exception_data(
+                    cls.__name__,
+                    [{"type": "value_error", "loc": ("task",), "input": task,
+                      "ctx": {"error": ValueError(problem)}}],
+                )  # fmt: skip
+            target = cls.schema_of(value)
+            if target is not cls:
+                return target.model_validate(value)
+        return handler(value)
+
+    @classmethod
+    def schema_of(cls, raw: Mapping[str, Any]) -> type[RunConfig]:
+        task = raw.get("task", DEFAULT_TASK)
+        if not isinstance(task, str) or unknown_task(task) is not None:
+            return cls
+        return task_job_class(cls, run_config_class(task))
 
     @pydantic.field_validator("task")
     @classmethod
@@ -231,3 +255,22 @@ class RunConfig(JobSchema):
     def training_seed(self) -> int:
         """The seed of batching, dropout and augmentation."""
         return self.info.seed if self.training.seed is None else self.training.seed
+
+
+def run_config_class(task: str) -> type[RunConfig]:
+    """The run config class of a registered task (its config module imported now)."""
+    module, attribute = task_entry(task).config.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@cache
+def task_job_class(role: type[RunConfig], config: type[RunConfig]) -> type[RunConfig]:
+    """A job schema that is both ``role`` (TrainingJob, EvaluationJob, RunConfig) and the
+    task's ``config``: how one job class serves every task."""
+    if issubclass(role, config):
+        return role
+    if issubclass(config, role):
+        return config
+    name = config.__name__.removesuffix("RunConfig") + role.__name__
+    # The task's config first, so its sections win over the base sections the role inherits.
+    return type(name, (config, role), {"__module__": role.__module__, "__doc__": role.__doc__})

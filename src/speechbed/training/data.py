@@ -5,38 +5,20 @@ Used by the tasks (speechbed.tasks) for their batches, and by run lineage for th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch.utils.data import DataLoader
 
 from speechbed.errors import UserInputError
 from speechbed.features.cache import FeatureCache
 from speechbed.features.loader import BucketBatchSampler, CachedUtterances, collate_padded
-from speechbed.training.config import DataConfig
+from speechbed.training.config import FeatureStoreDataConfig
 
 #: ``data.in_memory: auto`` holds a partition in memory when its frames take at most this.
 IN_MEMORY_AUTO_BYTES = 1 << 30
 
 
-def store_path(data: DataConfig, partition: str) -> Path:
-    """``<cache_directory>/<partition>.zarr``, whether it exists or not."""
-    return Path(data.cache_directory) / f"{partition}.zarr"
-
-
-def partition_path(data: DataConfig, partition: str) -> Path:
-    """``<cache_directory>/<partition>.zarr``, or a UserInputError saying how to make it."""
-    path = store_path(data, partition)
-    if not path.is_dir():
-        raise UserInputError(
-            f"data.cache_directory: no feature cache for partition '{partition}' at {path}; "
-            "compute it with scripts/compute_features.py (or fix data.cache_directory)"
-        )
-    return path
-
-
 def open_loader(
-    data: DataConfig,
+    data: FeatureStoreDataConfig,
     partition: str,
     *,
     shuffle: bool,
@@ -45,7 +27,7 @@ def open_loader(
     generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader of ``PaddedBatch`` over one partition; its ``batch_sampler`` has ``set_epoch``."""
-    cache = FeatureCache(partition_path(data, partition))
+    cache = FeatureCache(data.existing_source(partition))
     if data.in_memory is True or (
         data.in_memory == "auto" and cache.feats_bytes <= IN_MEMORY_AUTO_BYTES
     ):

@@ -18,7 +18,6 @@ from speechbed.errors import UserInputError
 from speechbed.outputs import write_text_atomic
 from speechbed.run_folder import RunFolder
 from speechbed.training.config import RunConfig
-from speechbed.training.data import store_path
 from speechbed.training.model_file import load_trained_model
 from speechbed.training.run_lineage import store_fingerprints
 from speechbed.training.task import make_task
@@ -43,7 +42,7 @@ class EvaluationJob(RunConfig):
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         run = RunFolder(Path(self.info.run_dir))
         stores = [
-            store_path(self.data, partition) for partition in scored_partitions(self).values()
+            self.data.source(partition) for partition in scored_partitions(self).values()
         ]
         return [run.model, *stores], [run.results]
 
@@ -75,12 +74,19 @@ def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {
         "name": config.info.name,
         "epoch": saved["epoch"],
+        "score": {
+            "key": task.score_key,
+            "lower_is_better": task.lower_is_better,
+            "is_percent": task.score_is_percent,
+        },
         **task.result_header(saved),
         "settings": settings,
         "data_fingerprints": data_fingerprints,
     }
     for role, partition in partitions.items():
-        results.update(task.evaluate(model, saved, role, partition, run))
+        entry = task.evaluate(model, saved, role, partition, run)
+        results[f"{role}_{task.score_key}"] = entry[task.score_key]
+        results[role] = entry
     write_text_atomic(run.results, json.dumps(results, indent=2) + "\n")
     return results
 
@@ -105,7 +111,7 @@ def _data_fingerprints(
         if found.get(partition, now) != now:
             raise UserInputError(
                 f"{model_path}: trained on another '{partition}' feature store than "
-                f"{store_path(config.data, partition)} holds now; train it again with "
+                f"{config.data.source(partition)} holds now; train it again with "
                 "scripts/train.py (it moves the old run aside)"
             )
         found[partition] = now

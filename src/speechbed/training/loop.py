@@ -21,7 +21,6 @@ from speechbed.outputs import make_folder
 from speechbed.run_folder import RunFolder
 from speechbed.training.checkpoints import CheckpointStore, remove_dead_leftovers
 from speechbed.training.config import RunConfig
-from speechbed.training.data import store_path
 from speechbed.training.model_file import load_model_record, mark_trained, save_model_record
 from speechbed.training.run_lineage import TRAINING_CODE_VERSION, RunIdentity, move_run_aside
 from speechbed.training.task import make_task
@@ -39,7 +38,7 @@ class TrainingJob(RunConfig):
 
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         data, run = self.data, RunFolder(Path(self.info.run_dir))
-        stores = [store_path(data, data.train_partition), store_path(data, data.dev_partition)]
+        stores = [data.source(data.train_partition), data.source(data.dev_partition)]
         return stores, [run.path, run.model]
 
 

@@ -27,7 +27,6 @@ from speechbed.lineage import digest, fingerprint
 from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
 from speechbed.tasks import DEFAULT_TASK
 from speechbed.training.config import RunConfig
-from speechbed.training.data import partition_path
 
 #: Bump when a change of the training code changes what a run trains; runs of older code
 #: are then moved aside and trained again.
@@ -84,8 +83,8 @@ def store_fingerprints(config: RunConfig, partitions: Iterable[str]) -> dict[str
     """``{partition: fingerprint}`` of the feature stores; a missing store is a UserInputError."""
     found = {}
     for partition in partitions:
-        value = fingerprint(partition_path(config.data, partition))
-        assert value is not None  # partition_path checked that the store exists
+        value = fingerprint(config.data.existing_source(partition))
+        assert value is not None  # existing_source checked that the source exists
         found[partition] = value
     return found
 

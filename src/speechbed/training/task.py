@@ -40,6 +40,12 @@ class Task(ABC):
     metric: ClassVar[str]
     #: Whether a lower metric is better (PER) or a higher one (accuracy).
     lower_is_better: ClassVar[bool]
+    #: The headline score's key in each scored partition's results.json entry ("per",
+    #: "accuracy", "wer", "si_sdri"); the reports compare conditions by it (better as
+    #: ``lower_is_better`` says).
+    score_key: ClassVar[str]
+    #: Whether the score is a rate shown as a percentage (PER, accuracy) or not (dB).
+    score_is_percent: ClassVar[bool] = True
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -101,9 +107,8 @@ class Task(ABC):
         partition: str,
         run: RunFolder,
     ) -> dict[str, Any]:
-        """Score one partition (``role`` dev or test); the results.json fields it adds.
-
-        May write its own files into the run folder (transcripts).
+        """Score one partition (``role`` dev or test): its results.json entry, holding at least
+        ``score_key``. May write its own files into the run folder (transcripts).
         """
 
 

@@ -1,23 +1,32 @@
 """TIMIT-style phone recognition: CTC over the store's token list, scored as 39-phone PER.
 
-The task ``ctc_phones`` (the default of a run config); see ``CtcPhonesTask``.
+The task ``ctc_phones`` (the default of a run config); see ``CtcPhonesTask`` and its run
+config ``CtcPhonesRunConfig``. Names are imported on first use, so reading the run config
+(``speechbed.tasks.ctc_phones.config``) does not import torch.
 """
 
-from speechbed.tasks.ctc_phones.scoring import (
-    BLANK_INDEX,
-    NUM_CLASSES,
-    ids_to_phones_39,
-    phone_error_counts,
-    trn_lines,
-)
-from speechbed.tasks.ctc_phones.task import CtcPhonesTask, acoustic_settings
+from __future__ import annotations
 
-__all__ = [
-    "BLANK_INDEX",
-    "NUM_CLASSES",
-    "CtcPhonesTask",
-    "acoustic_settings",
-    "ids_to_phones_39",
-    "phone_error_counts",
-    "trn_lines",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BLANK_INDEX": "scoring",
+    "NUM_CLASSES": "scoring",
+    "ids_to_phones_39": "scoring",
+    "phone_error_counts": "scoring",
+    "trn_lines": "scoring",
+    "CtcPhonesTask": "task",
+    "acoustic_settings": "task",
+    "AcousticModelConfig": "config",
+    "CtcEvaluationConfig": "config",
+    "CtcPhonesRunConfig": "config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

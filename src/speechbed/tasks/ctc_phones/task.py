@@ -22,14 +22,14 @@ from speechbed.features.loader import PaddedBatch
 from speechbed.models import AcousticModelSettings, build_model
 from speechbed.outputs import write_text_atomic
 from speechbed.run_folder import RunFolder
+from speechbed.tasks.ctc_phones.config import AcousticModelConfig, CtcPhonesRunConfig
 from speechbed.tasks.ctc_phones.scoring import phone_error_counts, trn_lines
 from speechbed.training.augmentation import augment_batch
-from speechbed.training.config import ModelConfig, RunConfig
-from speechbed.training.data import open_loader, sample_frames, store_path
+from speechbed.training.data import open_loader, sample_frames
 from speechbed.training.task import BuiltModel, Task
 
 
-def acoustic_settings(model: ModelConfig) -> AcousticModelSettings:
+def acoustic_settings(model: AcousticModelConfig) -> AcousticModelSettings:
     """The architecture of a run config's ``model`` section, as plain values."""
     return AcousticModelSettings(**model.model_dump(exclude={"seed"}))
 
@@ -45,8 +45,10 @@ class CtcPhonesTask(Task):
 
     metric: ClassVar[str] = "dev_per"
     lower_is_better: ClassVar[bool] = True
+    score_key: ClassVar[str] = "per"
+    config: CtcPhonesRunConfig
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: CtcPhonesRunConfig) -> None:
         super().__init__(config)
         self.token_list: tuple[str, ...] = PHONES_48
 
@@ -77,7 +79,7 @@ class CtcPhonesTask(Task):
         unknown = [token for token in token_list if token not in PHONES_48]
         if unknown:
             raise UserInputError(
-                f"{store_path(self.config.data, partition)}: task ctc_phones scores 39-phone "
+                f"{self.config.data.source(partition)}: task ctc_phones scores 39-phone "
                 f"PER, but the store's token list holds {', '.join(map(repr, unknown[:5]))}, "
                 "which are not TIMIT's 48 phones"
             )
@@ -86,7 +88,7 @@ class CtcPhonesTask(Task):
     def _check_tokens(self, loader: DataLoader, partition: str) -> None:
         if store_token_list(loader) != self.token_list:
             raise UserInputError(
-                f"{store_path(self.config.data, partition)}: its token list differs from the "
+                f"{self.config.data.source(partition)}: its token list differs from the "
                 "one the model was trained with; token ids would not match"
             )
 
@@ -112,7 +114,7 @@ class CtcPhonesTask(Task):
     def load_model(self, description: Mapping[str, Any]) -> torch.nn.Module:
         # model.pt of runs trained before it recorded a token list: TIMIT's 48 phones
         self.token_list = tuple(description.get("token_list", PHONES_48))
-        settings = acoustic_settings(ModelConfig(**description["model_config"]))
+        settings = acoustic_settings(AcousticModelConfig(**description["model_config"]))
         return build_model(settings, description["num_features"], len(self.token_list) + 1, 0)
 
     def augment(self, batch: PaddedBatch, generator: torch.Generator) -> PaddedBatch:
@@ -184,16 +186,13 @@ class CtcPhonesTask(Task):
             f"{counts.reference_length}), beam {evaluation.beam_width}, {seconds:.1f} s"
         )
         return {
-            f"{role}_per": counts.error_rate,
-            role: {
-                "partition": partition,
-                "per": counts.error_rate,
-                "errors": counts.errors,
-                "substitutions": counts.substitutions,
-                "deletions": counts.deletions,
-                "insertions": counts.insertions,
-                "reference_phones": counts.reference_length,
-                "utterances": len(references),
-                "decoding_seconds": round(seconds, 3),
-            },
+            "partition": partition,
+            "per": counts.error_rate,
+            "errors": counts.errors,
+            "substitutions": counts.substitutions,
+            "deletions": counts.deletions,
+            "insertions": counts.insertions,
+            "reference_phones": counts.reference_length,
+            "utterances": len(references),
+            "decoding_seconds": round(seconds, 3),
         }
