@@ -29,7 +29,10 @@ TASKS: dict[str, TaskEntry] = {
         task="speechbed.tasks.ctc_phones.task:CtcPhonesTask",
         config="speechbed.tasks.ctc_phones.config:CtcPhonesRunConfig",
     ),
-    "separation": TaskEntry(task="speechbed.tasks.separation.task:SeparationTask", config="speechbed.tasks.separation.config:SeparationRunConfig"),
+    "separation": TaskEntry(
+        task="speechbed.tasks.separation.task:SeparationTask",
+        config="speechbed.tasks.separation.config:SeparationRunConfig",
+    ),
 }
 DEFAULT_TASK = "ctc_phones"
 
