@@ -11,4 +11,7 @@ CODE_VERSIONS: dict[str, int] = {
     "prep_timit": 1,
     "training": 1,
     "evaluation": 1,
+    "synthetic_librispeech": 1,
+    "asr_prep": 1,
+    "tokenizer": 1,
 }

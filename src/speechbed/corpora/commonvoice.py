@@ -16,10 +16,11 @@ import csv
 import sys
 import zlib
 from pathlib import Path
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.asr_prep import PartitionSummary, SourceUtterance, prepare_partitions
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, input_path, output_path
@@ -66,6 +67,8 @@ def read_commonvoice_split(root: str | Path, split: str) -> list[SourceUtterance
 
 class PrepCommonVoiceJob(JobSchema):
     """scripts/prep_commonvoice.py's job: which language folder and splits, where, what to keep."""
+
+    code_versions: ClassVar[dict[str, int]] = {"asr_prep": CODE_VERSIONS["asr_prep"]}
 
     input_path: Path = input_path(
         description="a release's language folder holding clips/ and <split>.tsv, e.g. "

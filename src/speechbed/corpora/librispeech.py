@@ -13,10 +13,11 @@ any of the seven standard subsets; each holds ``<speaker>/<chapter>/`` folders w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.asr_prep import PartitionSummary, SourceUtterance, prepare_partitions
 from speechbed.errors import UserInputError
 from speechbed.jobs import JobSchema, input_path, output_path
@@ -103,6 +104,8 @@ def read_librispeech_subset(folder: str | Path) -> list[SourceUtterance]:
 
 class PrepLibriSpeechJob(JobSchema):
     """scripts/prep_librispeech.py's job: which corpus and subsets, where, what to keep."""
+
+    code_versions: ClassVar[dict[str, int]] = {"asr_prep": CODE_VERSIONS["asr_prep"]}
 
     input_path: Path = input_path(
         description="the LibriSpeech root holding the subset folders (or a folder holding "

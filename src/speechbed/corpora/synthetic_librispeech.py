@@ -24,12 +24,13 @@ import json
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import soundfile
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.asr_prep import default_workers, run_in_parallel
 from speechbed.corpora.espeak import Voice
 from speechbed.corpora.sentences import SHARED_PROMPTS, SentenceGenerator
@@ -42,7 +43,7 @@ from speechbed.lineage import FINGERPRINT_FILE, digest
 from speechbed.outputs import atomic_output, make_folder, remove_path, write_text_atomic
 
 #: Bump when the generator's output changes, so corpora made by older code are made again.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = CODE_VERSIONS["synthetic_librispeech"]
 STAMP_FILE = "SPEECHBED_SYNTHETIC.json"
 #: LibriSpeech is mostly American English; other accents are rarer.
 ACCENT_WEIGHTS = {
@@ -262,6 +263,10 @@ def make_synthetic_librispeech(
 
 class MakeSyntheticLibriSpeechJob(JobSchema):
     """scripts/make_synthetic_librispeech.py's job."""
+
+    code_versions: ClassVar[dict[str, int]] = {
+        "synthetic_librispeech": CODE_VERSIONS["synthetic_librispeech"]
+    }
 
     output_path: Path = output_path(
         description="corpus root to write (receives train-clean-100/, dev-clean/, test-clean/)"

@@ -19,10 +19,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.asr_manifest import read_manifests
 from speechbed.corpora.text_normalization import normalize_transcript
 from speechbed.errors import UserInputError
@@ -33,8 +34,8 @@ from speechbed.outputs import atomic_output
 MODEL_FILE = "tokenizer.model"
 VOCAB_FILE = "tokenizer.vocab"
 SETTINGS_FILE = "tokenizer.json"
-#: Bump when training changes what it writes for the same transcripts and settings.
-TOKENIZER_VERSION = 1
+#: Bumped (in speechbed.code_versions) when training changes what it writes for the same input.
+TOKENIZER_VERSION = CODE_VERSIONS["tokenizer"]
 
 ModelType = Literal["unigram", "bpe"]
 
@@ -190,6 +191,8 @@ def train_tokenizer(
 
 class TrainTokenizerJob(JobSchema):
     """scripts/train_tokenizer.py's job: which manifests, how many pieces, where to write."""
+
+    code_versions: ClassVar[dict[str, int]] = {"tokenizer": CODE_VERSIONS["tokenizer"]}
 
     manifests: list[Path] = input_path(
         min_length=1,
