@@ -50,7 +50,8 @@ class RnntSettings:
 
 def _lstm(input_size: int, hidden: int, layers: int, dropout: float, settings: RnntSettings):
     """An LSTM with the recipe's initialisation: weights scaled, forget gates biased open."""
-    lstm = torch.nn.LSTM(input_size, hidden, layers, batch_first=True, dropout=dropout)
+    between = dropout if layers > 1 else 0.0  # torch's dropout acts between layers only
+    lstm = torch.nn.LSTM(input_size, hidden, layers, batch_first=True, dropout=between)
     with torch.no_grad():
         for name, parameter in lstm.named_parameters():
             parameter.mul_(settings.weights_init_scale)
