@@ -70,6 +70,13 @@ class SearchFile(JobSchema):
     num_trials: int = Field(
         ge=1, description="finished trials (complete + pruned) the study ends with, all workers"
     )
+    memory_limit_mib: float | None = Field(
+        None,
+        gt=0,
+        description="prune, without training, a trial whose forward and backward pass at its "
+        "largest batch peaks above this many MiB on its device (speechbed.search.memory; "
+        "null: no limit)",
+    )
     heartbeat_seconds: int = Field(
         30, ge=1, description="a running trial's worker records it is alive this often"
     )
