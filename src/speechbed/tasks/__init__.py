@@ -33,6 +33,9 @@ TASKS: dict[str, TaskEntry] = {
         task="speechbed.tasks.separation.task:SeparationTask",
         config="speechbed.tasks.separation.config:SeparationRunConfig",
     ),
+    "kws": TaskEntry(
+        task="speechbed.tasks.kws.task:KwsTask", config="speechbed.tasks.kws.config:KwsRunConfig"
+    ),
 }
 DEFAULT_TASK = "ctc_phones"
 
