@@ -37,7 +37,8 @@ TASKS: dict[str, TaskEntry] = {
         task="speechbed.tasks.kws.task:KwsTask", config="speechbed.tasks.kws.config:KwsRunConfig"
     ),
     "rnnt": TaskEntry(
-        task="speechbed.tasks.rnnt.task:RnntTask", config="speechbed.tasks.rnnt.config:RnntRunConfig"
+        task="speechbed.tasks.rnnt.task:RnntTask",
+        config="speechbed.tasks.rnnt.config:RnntRunConfig",
     ),
 }
 DEFAULT_TASK = "ctc_phones"
