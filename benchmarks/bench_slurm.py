@@ -7,9 +7,12 @@ The cluster is the tests' one (tests/slurm_cluster.py: loopback, 2 CPUs, its fil
 temporary folder). Two measurements, each through a fresh ``scripts/pipeline.py`` process as
 a user runs it:
 
-- submission cost: NUM_JOBS trivial jobs at num_jobs=2 (the node's two CPUs), wall time
-  per job with ``--run_in slurm`` and ``--run_in host``; Slurm again at num_jobs=8, so
-  jobs wait queued on the cluster rather than in the runner; and one bare ``sbatch`` call;
+- submission cost: NUM_SUBMITTED trivial jobs as NUM_SUBMITTED ``sbatch`` calls and as one
+  job array, with the executor's own command lines, held (``--hold``, then cancelled) so
+  only the submission is timed;
+- a pipeline of NUM_JOBS trivial jobs at num_jobs=2 (the node's two CPUs), wall time per
+  job with ``--run_in host``, and ``--run_in slurm`` one sbatch per job
+  (SPEECHBED_SLURM_ARRAYS=0) and as one job array (the default);
 - barrier delay: a chain of CHAIN_LENGTH jobs, each one a barrier, so each starts only
   when the one before it ended; the delay is a job's recorded start minus its
   predecessor's recorded end (both written by the jobs themselves). On Slurm the job
@@ -31,8 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from speechbed.pipeline.slurm.arrays import ArrayElement, ArraySidecar
+from speechbed.pipeline.slurm.commands import BATCH_SCRIPT, sbatch_command, with_array
+from speechbed.pipeline.slurm.settings import SlurmSettings
 from speechbed.storage import repository_root
 
+NUM_SUBMITTED = 300
 NUM_JOBS = 50
 CHAIN_LENGTH = 6
 POLL_SECONDS = (0.2, 2.0)
@@ -108,13 +115,43 @@ def _barrier_delays(record: Path) -> list[float]:
     return [times[index, "start"] - times[index - 1, "end"] for index in range(1, CHAIN_LENGTH)]
 
 
-def _sbatch_seconds(environ: dict[str, str], count: int = 10) -> float:
-    """Mean wall time of one bare ``sbatch --wrap=true`` (the jobs are then left to run)."""
-    command = ["sbatch", "--parsable", "--job-name=bench/bare", "--output=/dev/null", "--wrap=true"]
+def _submission_seconds(folder: Path, environ: dict[str, str]) -> dict[str, float]:
+    """Seconds to submit NUM_SUBMITTED trivial jobs one sbatch each, and as one job array,
+    with the command lines the Slurm executor builds; held, then cancelled."""
+    argv = [sys.executable, "-c", "pass"]
+
+    def line(name: str, batch: list[str], array: bool = False) -> list[str]:
+        output = folder / ("submitted-%a.out" if array else "submitted.out")
+        return sbatch_command(
+            SlurmSettings(), None, job_name=name, comment=f"bench:{name}", output=output,
+            cwd=ROOT, num_gpus=0, argv=batch, array=array,
+        )  # fmt: skip
+
+    def submit(command: list[str]) -> None:
+        held = [command[0], "--hold", *command[1:]]
+        subprocess.run(
+            held, input=BATCH_SCRIPT, env=environ, check=True, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
+    seconds = {}
     start = time.perf_counter()
-    for _ in range(count):
-        subprocess.run(command, env=environ, check=True, capture_output=True, timeout=30)
-    return (time.perf_counter() - start) / count
+    for index in range(NUM_SUBMITTED):
+        submit(line(f"bench/single{index}", [*argv, str(index)]))
+    seconds["one sbatch per job"] = time.perf_counter() - start
+    subprocess.run(["scancel", "--me"], env=environ, check=True, timeout=60)
+    elements = [
+        ArrayElement(key=str(index), name=f"job{index}", argv=[*argv, str(index)], env={})
+        for index in range(NUM_SUBMITTED)
+    ]
+    start = time.perf_counter()  # the sidecar file is part of an array's submission
+    sidecar = ArraySidecar.create(folder, elements)
+    batch = [sys.executable, "-m", "speechbed.pipeline.slurm.batch", "--cwd", str(ROOT)]
+    batch += ["--array-file", str(sidecar.path)]
+    submit(with_array(line("bench/array", batch, array=True), range(NUM_SUBMITTED), 2))
+    seconds["one job array"] = time.perf_counter() - start
+    subprocess.run(["scancel", "--me"], env=environ, check=True, timeout=60)
+    return seconds
 
 
 def main() -> None:
@@ -136,14 +173,13 @@ def main() -> None:
             environ |= {"SLURM_CONF": str(conf), "SPEECHBED_LEASE_DIR": str(folder / "leases")}
             fast = {**environ, "SPEECHBED_SLURM_POLL_SECONDS": str(POLL_SECONDS[0])}
             many, _ = _write_pipeline(folder, "many", NUM_JOBS, blocking=False)
+            singles = {**fast, "SPEECHBED_SLURM_ARRAYS": "0"}
             wall = {
                 "host": _run_pipeline(many, environ, "host", "many-host"),
-                "slurm": _run_pipeline(many, fast, "slurm", "many-slurm"),
-                "slurm, num_jobs=8 (6 queued)": _run_pipeline(
-                    many, fast, "slurm", "many-slurm-8", num_jobs=8
-                ),
+                "slurm, one sbatch per job": _run_pipeline(many, singles, "slurm", "many-single"),
+                "slurm, one job array": _run_pipeline(many, fast, "slurm", "many-array"),
             }
-            sbatch = _sbatch_seconds(environ)
+            submission = _submission_seconds(folder, environ)
             delays = {}
             host_chain, host_record = _write_pipeline(folder, "chain-host", CHAIN_LENGTH, True)
             _run_pipeline(host_chain, environ, "host", "chain-host")
@@ -153,18 +189,20 @@ def main() -> None:
                 polled = {**environ, "SPEECHBED_SLURM_POLL_SECONDS": str(poll)}
                 _run_pipeline(chain, polled, "slurm", f"chain-{poll}")
                 delays[f"slurm, poll {poll:g} s"] = _barrier_delays(record)
-    print(f"Submission: {NUM_JOBS} trivial jobs, one-node test cluster (2 CPUs), num_jobs=2")
+    print(f"Submission cost: {NUM_SUBMITTED} trivial jobs, held (submission only)")
+    print(f"{'submitted as':<34} {'wall s':>8} {'ms/job':>8} {'vs array':>8}")
+    for label, seconds in submission.items():
+        print(
+            f"{label:<34} {seconds:8.2f} {seconds / NUM_SUBMITTED * 1000:8.1f} "
+            f"{seconds / submission['one job array']:7.1f}x"
+        )
+    print(f"\nPipeline: {NUM_JOBS} trivial jobs, one-node test cluster (2 CPUs), num_jobs=2")
     print(f"{'executor':<34} {'wall s':>8} {'ms/job':>8} {'vs host':>8}")
     for label, seconds in wall.items():
         print(
             f"{label:<34} {seconds:8.2f} {seconds / NUM_JOBS * 1000:8.0f} "
             f"{seconds / wall['host']:7.1f}x"
         )
-    added = (wall["slurm"] - wall["host"]) / NUM_JOBS * 1000
-    print(
-        f"slurm adds {added:.0f} ms per job (poll {POLL_SECONDS[0]:g} s); one bare sbatch call "
-        f"takes {sbatch * 1000:.0f} ms"
-    )
     print(f"\nBarrier delay: a job's end to its dependent's start, {CHAIN_LENGTH - 1} barriers")
     print(f"{'executor':<34} {'median s':>9} {'max s':>7}")
     for label, found in delays.items():

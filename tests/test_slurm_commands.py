@@ -406,3 +406,15 @@ def test_the_first_watcher_submits_the_array_and_the_others_read_it(tmp_path):
             1, "", "sbatch: error: invalid partition specified: gpu\n")
     )  # fmt: skip
     assert record["failure"] == "sbatch refused: sbatch: error: invalid partition specified: gpu"
+
+
+def test_arrays_are_split_at_slurms_array_size_and_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setattr("speechbed.pipeline.slurm.arrays.MAX_ARRAY_SIZE", 3)
+    jobs = _runs(tmp_path, 7)
+    assert [len(group) for group in array_groups(jobs)] == [3, 3]  # the seventh runs alone
+    base = {"PATH": "/bin", "SPEECHBED_SLURM_ARRAYS": "0"}
+    executor = SlurmExecutor(base)
+    executor.group(jobs, num_jobs=2)
+    assert not any(arg.startswith("--array") for arg in executor.launch(jobs[0], [], base).argv)
+    with pytest.raises(UserInputError, match="SPEECHBED_SLURM_ARRAYS='maybe'"):
+        SlurmSettings.from_environment({"SPEECHBED_SLURM_ARRAYS": "maybe"})

@@ -34,6 +34,8 @@ from speechbed.pipeline.slurm.commands import (
 )
 from speechbed.step_runner import LINEAGE_FILE_VARIABLE
 
+#: The most elements of one array: Slurm's default MaxArraySize (1001) allows indices to 1000.
+MAX_ARRAY_SIZE = 1000
 #: Runs a Slurm command (argv, stdin text) and returns (exit status, stdout, stderr).
 RunCommand = Callable[[Sequence[str], str | None], tuple[int, str, str]]
 
@@ -44,11 +46,17 @@ def _resources(job: PlannedJob) -> tuple[object, ...]:
 
 
 def array_groups(jobs: Sequence[PlannedJob]) -> list[list[PlannedJob]]:
-    """The jobs that share script and resources, in groups of two or more, in job order."""
+    """The jobs that share script and resources, in groups of two to ``MAX_ARRAY_SIZE``, in
+    job order."""
     groups: dict[tuple[object, ...], list[PlannedJob]] = {}
     for job in jobs:
         groups.setdefault(_resources(job), []).append(job)
-    return [members for members in groups.values() if len(members) > 1]
+    return [
+        chunk
+        for members in groups.values()
+        for start in range(0, len(members), MAX_ARRAY_SIZE)
+        if len(chunk := members[start : start + MAX_ARRAY_SIZE]) > 1
+    ]
 
 
 def sidecar_path(folder: Path, group: str) -> Path:

@@ -99,6 +99,8 @@ class SlurmExecutor(Executor):
     def group(self, jobs: Sequence[PlannedJob], num_jobs: int) -> None:
         """Jobs of one segment that share script and resources become one job array
         (``speechbed.pipeline.slurm.arrays``), at most ``num_jobs`` of it running at once."""
+        if not SlurmSettings.from_environment(self._environ).arrays:
+            return
         fresh = [job for job in jobs if job.run_in == self.name and job.index not in self._arrays]
         for members in array_groups(fresh):
             elements = [

@@ -30,7 +30,9 @@ SETTINGS = {
     "SPEECHBED_SLURM_SIGNAL_SECONDS": "SIGUSR1 300 s before the time limit",
     "SPEECHBED_SLURM_MAX_REQUEUES": "3 requeues after that signal, then the job fails",
     "SPEECHBED_SLURM_POLL_SECONDS": "job states read every 10 s",
+    "SPEECHBED_SLURM_ARRAYS": "the jobs of a step that share script and resources: one job array",
 }
+_SWITCH = {"": True, "1": True, "yes": True, "true": True, "0": False, "no": False, "false": False}
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|\d+-\d+|UNLIMITED|INFINITE")
 _MEMORY = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
 
@@ -95,6 +97,7 @@ class SlurmSettings:
     signal_seconds: int = 300
     max_requeues: int = 3
     poll_seconds: float = 10.0
+    arrays: bool = True
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> SlurmSettings:
@@ -134,6 +137,12 @@ class SlurmSettings:
                 f"SPEECHBED_SLURM_GPU_REQUEST={gpu_request!r}: use gres (--gres=gpu:N) "
                 "or gpus (--gpus=N)"
             )
+        arrays = _SWITCH.get(setting("SPEECHBED_SLURM_ARRAYS").lower())
+        if arrays is None:
+            raise UserInputError(
+                f"SPEECHBED_SLURM_ARRAYS={setting('SPEECHBED_SLURM_ARRAYS')!r}: use 1 (the jobs "
+                "of a step go in as one job array) or 0 (one sbatch per job)"
+            )
         time = setting("SPEECHBED_SLURM_TIME") or None
         return cls(
             partition=setting("SPEECHBED_SLURM_PARTITION") or None,
@@ -145,4 +154,5 @@ class SlurmSettings:
             signal_seconds=int(number("SPEECHBED_SLURM_SIGNAL_SECONDS", 300)),
             max_requeues=int(number("SPEECHBED_SLURM_MAX_REQUEUES", 3)),
             poll_seconds=max(0.05, number("SPEECHBED_SLURM_POLL_SECONDS", 10.0, float)),
+            arrays=arrays,
         )
