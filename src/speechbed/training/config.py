@@ -106,8 +106,114 @@ class ModelConfig(JobSchema):
 class TrainingConfig(JobSchema):
     """Training: optimiser, schedules, augmentation, checkpoints."""
 
-    optimizer: Literal["adam", "sgd", "rms"] = Field("adam", description="optimiser")
-    log10_learning_rate: float = Field(-3.0, description="initial learning rate, as log10")
+    optimizer: Literal["adam", "adamw", "sgd", "rms", "rmsprop", "lamb"] = Field(
+        "adam",
+        description="optimiser: adam, adamw (decoupled weight decay), sgd, rms (RMSprop; "
+        "rmsprop is the same), lamb (LAMB, from pytorch-optimizer)",
+    )
+    log10_learning_rate: float = Field(
+        -3.0, description="the learning rate (a schedule's peak), as log10"
+    )
+    weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight decay: added to the gradient (adam, sgd, rms) or decoupled from it "
+        "(adamw, lamb)",
+    )
+    momentum: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="momentum of sgd and rms (null: sgd 0.9, rms 0; others ignore it)",
+    )
+    nesterov: bool = Field(
+        False, description="Nesterov momentum (sgd, with a momentum above 0; others ignore it)"
+    )
+    adam_beta1: float = Field(
+        0.9, ge=0.0, lt=1.0, description="adam, adamw, lamb: decay of the gradient's mean"
+    )
+    adam_beta2: float = Field(
+        0.999, ge=0.0, lt=1.0, description="adam, adamw, lamb: decay of the squared gradient's mean"
+    )
+    optimizer_log10_epsilon: float | None = Field(
+        None,
+        description="log10 of the denominator's epsilon of adam, adamw, rms and lamb (null: the "
+        "optimiser's own: 1e-8, lamb 1e-6)",
+    )
+    lr_schedule: Literal[
+        "plateau", "onecycle", "cosine", "step", "multistep", "exponential", "warmup_hold_decay"
+    ] = Field(
+        "plateau",
+        description="learning-rate schedule: plateau (reduce_lr_* on the dev metric, per epoch); "
+        "step, multistep, exponential (lr_gamma per epoch); onecycle, cosine, warmup_hold_decay "
+        "(per optimiser step, over num_epochs)",
+    )
+    lr_gamma: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="LR multiplier: every lr_step_epochs (step), at each of lr_milestones "
+        "(multistep), after every epoch (exponential)",
+    )
+    lr_step_epochs: int = Field(10, ge=1, description="step: epochs between LR reductions")
+    lr_milestones: list[int] = Field(
+        [], description="multistep: the epochs after which the LR is multiplied by lr_gamma"
+    )
+    onecycle_pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, description="onecycle: share of the steps spent rising to the peak"
+    )
+    onecycle_div_factor: float = Field(
+        25.0, ge=1.0, description="onecycle: the starting LR is the peak divided by this"
+    )
+    onecycle_final_div_factor: float = Field(
+        1e4, ge=1.0, description="onecycle: the last LR is the starting one divided by this"
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="cosine, warmup_hold_decay: optimiser steps of linear warmup from min_lr",
+    )
+    hold_steps: int = Field(
+        0, ge=0, description="warmup_hold_decay: optimiser steps at the peak after the warmup"
+    )
+    half_life_steps: int = Field(
+        10000,
+        ge=1,
+        description="warmup_hold_decay: optimiser steps over which the LR halves after the hold",
+    )
+    min_lr: float = Field(
+        0.0,
+        ge=0.0,
+        description="cosine, warmup_hold_decay: the warmup's start and the floor of the decay "
+        "(scaled by a parameter group's lr_factor, as the peak is)",
+    )
+    max_grad_norm: float | None = Field(
+        None,
+        gt=0.0,
+        description="clip the total gradient 2-norm of each optimiser step to this (null: off)",
+    )
+    ema_decay: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="keep an exponential moving average of the weights with this decay per "
+        "optimiser step, e.g. 0.999; it is scored on dev and saved as model.pt (null: off)",
+    )
+    keep_best: int = Field(
+        1, ge=1, description="pruning keeps this many best checkpoints by the dev metric"
+    )
+    save_frequency: int | None = Field(
+        None, ge=1, description="pruning keeps every this many epochs' checkpoint (null: none)"
+    )
+    keep_epochs: list[int] = Field(
+        [], description="pruning keeps the checkpoints of these epochs (milestones)"
+    )
+    global_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="when set, must equal data.batch_size x gradient_accumulation x training "
+        "processes (a check that the effective batch is what a recipe expects)",
+    )
     num_epochs: int = Field(20, ge=1, description="maximum number of epochs")
     dropout_prob: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout after conv layers, between and after RNN layers"
@@ -168,7 +274,9 @@ class TrainingConfig(JobSchema):
     )
     mixed_precision: bool = Field(True, description="autocast to float16 on CUDA (ignored on CPU)")
     keep_last_and_best_only: bool = Field(
-        True, description="keep only the last and the best epoch's checkpoints"
+        True,
+        description="prune the checkpoints to the newest, the keep_best best, every "
+        "save_frequency-th and those of keep_epochs (false: keep every epoch's)",
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="where to train")
     num_threads: int | None = Field(
@@ -180,6 +288,23 @@ class TrainingConfig(JobSchema):
     seed: int | None = Field(
         None, description="seed of batching, dropout and augmentation (null: info.seed)"
     )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0.0:
+            raise ValueError("nesterov needs a momentum above 0")
+        milestones = self.lr_milestones
+        if any(epoch < 1 for epoch in milestones) or milestones != sorted(set(milestones)):
+            raise ValueError(f"lr_milestones must be increasing epochs from 1, got {milestones}")
+        if any(epoch < 1 for epoch in self.keep_epochs):
+            raise ValueError(f"keep_epochs must be epochs from 1, got {self.keep_epochs}")
+        warms = self.lr_schedule in ("cosine", "warmup_hold_decay")
+        if warms and self.min_lr > 10.0**self.log10_learning_rate:
+            raise ValueError(
+                f"min_lr {self.min_lr} is above the learning rate "
+                f"{10.0**self.log10_learning_rate:g} (log10_learning_rate)"
+            )
+        return self
 
 
 class EvaluationConfig(JobSchema):
