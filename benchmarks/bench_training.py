@@ -1,4 +1,5 @@
-"""Training throughput of the demo-sized lcorr and mcorr acoustic models on CPU (forward + backward).
+"""Training throughput of the demo-sized lcorr and mcorr acoustic models on CPU (forward + backward),
+and the cost of the trainer's own step (gradient norm, clipping, weight average) on lcorr.
 
 Run by ``make bench`` (benchmarks/run_all.py); the baseline is the lcorr model measured in the same run.
 """
@@ -12,6 +13,8 @@ import torch
 from speechbed.models import build_model
 from speechbed.tasks.ctc_phones import BLANK_INDEX, NUM_CLASSES, acoustic_settings
 from speechbed.tasks.ctc_phones.config import AcousticModelConfig as ModelConfig
+from speechbed.training.ema import WeightAverage
+from speechbed.training.optimization import GradientStep
 
 #: The demo-sized model (the one reported for experiments/demo.yml: about 12% dev PER on the
 #: small synthetic corpus after 7 epochs); only convolutional_mellin differs between the two.
@@ -66,6 +69,31 @@ def time_steps(mellin: bool, batch: tuple) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def time_trainer_steps(batch: tuple, watched: bool, average: bool) -> float:
+    """Median seconds of one lcorr training step through the trainer's GradientStep, with the
+    gradient norm measured and clipped (``watched``) and a weight average updated (``average``)."""
+    settings = acoustic_settings(ModelConfig(**DEMO_MODEL))
+    model = build_model(settings, NUM_FEATURES, NUM_CLASSES, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = GradientStep(
+        optimizer, torch.amp.GradScaler("cpu", enabled=False), 1, 1.0 if watched else None
+    )
+    weights = WeightAverage(model, 0.999) if average else None
+    ctc = torch.nn.CTCLoss(blank=BLANK_INDEX, zero_infinity=True)
+    features, lengths, targets, target_lengths = batch
+    times = []
+    for repeat in range(REPEATS + 1):
+        started = time.perf_counter()
+        logits, counts = model(features, lengths)
+        loss = ctc(logits.log_softmax(-1).transpose(0, 1), targets, counts, target_lengths)
+        step(loss, 0, 1)
+        if weights is not None:
+            weights.update(model)
+        if repeat:
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
 def main() -> None:
     # one thread: on a machine whose cores are shared, OpenMP threads spinning for a busy core
     # make multi-threaded steps many times slower (and the numbers meaningless)
@@ -77,15 +105,24 @@ def main() -> None:
     for name, mellin in (("lcorr", False), ("mcorr", True)):
         seconds = time_steps(mellin, batch)
         rows.append((name, seconds, BATCH_SIZE / seconds, frames / seconds))
+    # the trainer's own step: gradient norm always measured, clipping and the weight average
+    for name, watched, average in (
+        ("lcorr, trainer step (norm)", False, False),
+        ("  + clipping", True, False),
+        ("  + clipping + EMA", True, True),
+    ):
+        seconds = time_trainer_steps(batch, watched, average)
+        rows.append((name, seconds, BATCH_SIZE / seconds, frames / seconds))
     baseline = rows[0][1]
     print(
         f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; batch of {BATCH_SIZE} "
         f"utterances, {frames} frames x {NUM_FEATURES}; median of {REPEATS} steps (fwd+bwd+Adam)"
     )
-    print(f"{'model':<8}{'s/batch':>10}{'utt/s':>10}{'frames/s':>12}{'time / lcorr':>15}")
+    print(f"{'model':<28}{'s/batch':>10}{'utt/s':>10}{'frames/s':>12}{'time / lcorr':>15}")
     for name, seconds, utterances, frame_rate in rows:
         print(
-            f"{name:<8}{seconds:>10.3f}{utterances:>10.1f}{frame_rate:>12.0f}{seconds / baseline:>15.2f}"
+            f"{name:<28}{seconds:>10.3f}{utterances:>10.1f}{frame_rate:>12.0f}"
+            f"{seconds / baseline:>15.2f}"
         )
 
 

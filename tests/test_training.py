@@ -211,7 +211,14 @@ def test_run_files_and_keep_last_and_best_only(tmp_path, cache_directory):
     summary = train_run(config, progress=False)
     run_dir = tmp_path / "run"
     history = read_history(run_dir)
-    assert list(history[0]) == ["epoch", "loss", "dev_per", "learning_rate", "seconds"]
+    assert list(history[0]) == [
+        "epoch",
+        "loss",
+        "dev_per",
+        "learning_rate",
+        "seconds",
+        "max_grad_norm",
+    ]
     assert [int(row["epoch"]) for row in history] == [1, 2, 3]
     kept = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
     assert kept == sorted({f"epoch-{summary.best_epoch:04d}.pt", "epoch-0003.pt"})
@@ -365,17 +372,18 @@ def test_early_stopping_counts_epochs_without_relative_improvement():
 
 
 def test_plateau_schedule_follows_the_run_config():
-    from speechbed.training.optimization import make_optimizer, make_scheduler
+    from speechbed.training.optimization import make_optimizer
+    from speechbed.training.schedules import make_schedule
 
     config = TrainingConfig(log10_learning_rate=-2, reduce_lr_patience=1, reduce_lr_factor=0.5)
     model = torch.nn.Linear(2, 2)
     optimizer = make_optimizer(config, model)
-    scheduler = make_scheduler(config, optimizer)
+    schedule = make_schedule(config, optimizer)
     rates = []
-    for dev_per in [0.5, 0.5, 0.5, 0.5, 0.4]:
-        scheduler.step(dev_per)
+    for epoch, dev_per in enumerate([0.5, 0.5, 0.5, 0.5, 0.4], 1):
+        schedule.after_epoch(epoch, dev_per)
         rates.append(optimizer.param_groups[0]["lr"])
     # no improvement at epochs 2 and 3: the second bad epoch exceeds patience 1 -> halve;
     # the counter restarts, epoch 4 is bad once, epoch 5 improves
     assert rates == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3, 5e-3])
-    assert make_scheduler(TrainingConfig(reduce_lr_factor=1.0), optimizer) is None
+    assert make_schedule(TrainingConfig(reduce_lr_factor=1.0), optimizer).scheduler is None

@@ -116,7 +116,7 @@ def train_run(
     value = trainer.history[best - 1][task.metric]
     save_model_record(
         run,
-        store.load(best)["model"],
+        trainer.best_weights(store.load(best)),
         trainer.model_description,
         {"epoch": best, task.metric: value, **identity.record(), "run_name": config.info.name},
     )

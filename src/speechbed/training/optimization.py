@@ -1,48 +1,121 @@
-"""Optimiser, learning-rate schedule and the optimiser step (gradient scaling, accumulation).
+"""Optimiser, parameter groups and the optimiser step (gradient scaling, accumulation, clipping).
 
-Used by the trainer; the optimiser, schedule and scaler go into every checkpoint.
+Used by the trainer; the optimiser and scaler go into every checkpoint. The learning-rate
+schedules are in speechbed.training.schedules.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from speechbed.training.config import TrainingConfig
 
 
-def make_optimizer(config: TrainingConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    learning_rate = 10.0**config.log10_learning_rate
+def learning_rate(config: TrainingConfig) -> float:
+    """The run's learning rate (each parameter group's is this times its ``lr_factor``)."""
+    return 10.0**config.log10_learning_rate
+
+
+def parameter_groups(
+    model: torch.nn.Module, groups: Iterable[Mapping[str, Any]] | None, base_rate: float
+) -> list[dict[str, Any]] | Iterable[torch.nn.Parameter]:
+    """Torch's parameter groups from a task's (``Task.parameter_groups``), or all parameters.
+
+    A group is ``{"params": [...], "lr_factor": f, ...}``: its rate is ``base_rate * f``
+    (f defaults to 1); other keys (``weight_decay``) go to the optimiser as they are. Every
+    parameter of the model must be in exactly one group.
+    """
+    if groups is None:
+        return model.parameters()
+    built, seen = [], set()
+    for number, group in enumerate(groups):
+        if "params" not in group:
+            raise ValueError(f"parameter group {number} has no 'params'")
+        params = list(group["params"])
+        factor = float(group.get("lr_factor", 1.0))
+        if not factor > 0.0:
+            raise ValueError(f"parameter group {number}: lr_factor must be positive, got {factor}")
+        for param in params:
+            if id(param) in seen:
+                raise ValueError(f"parameter group {number} repeats a parameter of another group")
+            seen.add(id(param))
+        built.append({**group, "params": params, "lr": base_rate * factor, "lr_factor": factor})
+    missing = [name for name, param in model.named_parameters() if id(param) not in seen]
+    if missing:
+        raise ValueError(
+            f"the task's parameter groups leave out {len(missing)} parameters of the model "
+            f"({', '.join(missing[:5])}); every parameter must be in one group"
+        )
+    return built
+
+
+def make_optimizer(
+    config: TrainingConfig,
+    model: torch.nn.Module,
+    groups: Iterable[Mapping[str, Any]] | None = None,
+) -> torch.optim.Optimizer:
+    """``config.optimizer`` over the model's parameters (or the task's ``groups``).
+
+    adam, adamw and lamb use ``adam_beta1``/``adam_beta2``; sgd and rms (rmsprop is the same)
+    ``momentum`` (null: sgd 0.9, rms 0, as before the setting existed) and sgd ``nesterov``;
+    every one ``weight_decay`` (AdamW and LAMB decoupled, the others added to the gradient)
+    and ``optimizer_log10_epsilon`` (null: the optimiser's own default) where it has one.
+    """
+    rate = learning_rate(config)
+    params = parameter_groups(model, groups, rate)
+    options: dict[str, Any] = {"lr": rate, "weight_decay": config.weight_decay}
+    if config.optimizer_log10_epsilon is not None and config.optimizer != "sgd":
+        options["eps"] = 10.0**config.optimizer_log10_epsilon
+    betas = (config.adam_beta1, config.adam_beta2)
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=learning_rate)
+        return torch.optim.Adam(params, betas=betas, **options)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, betas=betas, **options)
+    if config.optimizer == "lamb":
+        from pytorch_optimizer import Lamb  # slow import, only for the runs that use it
+
+        return Lamb(params, betas=betas, **options)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
-    return torch.optim.RMSprop(model.parameters(), lr=learning_rate)
+        momentum = 0.9 if config.momentum is None else config.momentum
+        return torch.optim.SGD(params, momentum=momentum, nesterov=config.nesterov, **options)
+    momentum = 0.0 if config.momentum is None else config.momentum
+    return torch.optim.RMSprop(params, momentum=momentum, **options)
 
 
-def make_scheduler(
-    config: TrainingConfig, optimizer: torch.optim.Optimizer, lower_is_better: bool = True
-) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """Reduce-on-plateau of the dev metric, or None when reduce_lr_factor is 1 (off)."""
-    if config.reduce_lr_factor >= 1.0:
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="min" if lower_is_better else "max",
-        factor=config.reduce_lr_factor,
-        patience=config.reduce_lr_patience,
-        threshold=config.reduce_lr_threshold,
-        threshold_mode="rel",
-        cooldown=config.reduce_lr_cooldown,
-        eps=10.0**config.reduce_lr_log10_epsilon,
-    )
+class NonFiniteGradients(ArithmeticError):
+    """The gradients of an optimiser step hold inf or NaN (without a grad scaler to skip it)."""
+
+    def __init__(self, norm: float) -> None:
+        super().__init__(f"the gradient norm is {norm}")
+        self.norm = norm
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """An optimiser step: the total gradient norm (before clipping) and whether it was taken.
+
+    With mixed precision the grad scaler skips a step whose gradients overflowed (and lowers
+    its scale); ``norm`` is then inf or NaN and ``taken`` False.
+    """
+
+    norm: float
+    taken: bool
 
 
 class GradientStep:
-    """Backward passes and optimiser steps of an epoch: loss scaling and gradient accumulation.
+    """Backward passes and optimiser steps of an epoch: loss scaling, accumulation, clipping.
 
     Batches are taken in groups of ``accumulation`` (the epoch's last group may be shorter);
     each batch's loss is divided by its group's size, so a step follows the group's mean loss,
     and the optimiser steps once per group. With ``accumulation`` 1 every batch is a step.
+    Before a step the gradients are unscaled and their total 2-norm measured; with
+    ``max_grad_norm`` they are scaled down to at most that norm. A non-finite norm without an
+    enabled grad scaler raises ``NonFiniteGradients`` and leaves the weights untouched.
     """
 
     def __init__(
@@ -50,20 +123,46 @@ class GradientStep:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
         accumulation: int = 1,
+        max_grad_norm: float | None = None,
     ) -> None:
         if accumulation < 1:
             raise ValueError(f"accumulation must be at least 1, got {accumulation}")
         self.optimizer = optimizer
         self.scaler = scaler
         self.accumulation = accumulation
+        self.max_grad_norm = max_grad_norm
 
-    def __call__(self, loss: torch.Tensor, index: int, num_batches: int) -> None:
-        """Back-propagate batch ``index`` (from 0) of ``num_batches``; step at a group's end."""
+    def __call__(self, loss: torch.Tensor, index: int, num_batches: int) -> StepOutcome | None:
+        """Back-propagate batch ``index`` (from 0) of ``num_batches``; step at a group's end.
+
+        Returns the step's outcome after the group's last batch, None before it.
+        """
         position = index % self.accumulation
         group_size = min(self.accumulation, num_batches - (index - position))
         if position == 0:
             self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss if group_size == 1 else loss / group_size).backward()
-        if position == group_size - 1:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if position < group_size - 1:
+            return None
+        return self.step()
+
+    def step(self) -> StepOutcome:
+        """Unscale, measure, clip, and step with the gradients the parameters hold."""
+        self.scaler.unscale_(self.optimizer)
+        params = [
+            param
+            for group in self.optimizer.param_groups
+            for param in group["params"]
+            if param.grad is not None
+        ]
+        total = torch.nn.utils.get_total_norm([param.grad for param in params])
+        norm = float(total)
+        finite = math.isfinite(norm)
+        if not finite and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteGradients(norm)
+        if finite and self.max_grad_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, total)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return StepOutcome(norm, taken=finite)

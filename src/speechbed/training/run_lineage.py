@@ -35,7 +35,34 @@ TRAINING_CODE_VERSION = CODE_VERSIONS["training"]
 _NOT_SETTINGS = ("cache_directory", "test_partition", "num_workers", "in_memory")
 #: Settings added after runs were first fingerprinted, with the value that trains what runs
 #: trained before them: at that value they are left out, so those runs keep their fingerprint.
-_ADDED_SETTINGS = {("task",): DEFAULT_TASK, ("training", "gradient_accumulation"): 1}
+_ADDED_SETTINGS = {
+    ("task",): DEFAULT_TASK,
+    ("training", "gradient_accumulation"): 1,
+    # the trainer's optimisers, schedules, clipping, weight average and checkpoint policy
+    ("training", "weight_decay"): 0.0,
+    ("training", "momentum"): None,
+    ("training", "nesterov"): False,
+    ("training", "adam_beta1"): 0.9,
+    ("training", "adam_beta2"): 0.999,
+    ("training", "optimizer_log10_epsilon"): None,
+    ("training", "lr_schedule"): "plateau",
+    ("training", "lr_gamma"): 0.1,
+    ("training", "lr_step_epochs"): 10,
+    ("training", "lr_milestones"): [],
+    ("training", "onecycle_pct_start"): 0.3,
+    ("training", "onecycle_div_factor"): 25.0,
+    ("training", "onecycle_final_div_factor"): 1e4,
+    ("training", "warmup_steps"): 0,
+    ("training", "hold_steps"): 0,
+    ("training", "half_life_steps"): 10000,
+    ("training", "min_lr"): 0.0,
+    ("training", "max_grad_norm"): None,
+    ("training", "ema_decay"): None,
+    ("training", "keep_best"): 1,
+    ("training", "save_frequency"): None,
+    ("training", "keep_epochs"): [],
+    ("training", "global_batch_size"): None,
+}
 
 
 def _without_added_defaults(settings: dict[str, Any]) -> dict[str, Any]:

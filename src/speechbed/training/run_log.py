@@ -1,4 +1,5 @@
-"""A run's per-epoch record: ``hist.csv`` (rewritten whole, atomically) and TensorBoard scalars.
+"""A run's record: ``hist.csv`` per epoch (rewritten whole, atomically), TensorBoard scalars per
+epoch and per optimiser step.
 
 Used by the trainer (the history goes into every checkpoint); the experiments' reports read
 ``hist.csv``.
@@ -16,10 +17,18 @@ from typing import Any
 from speechbed.outputs import write_text_atomic
 from speechbed.run_folder import RunFolder
 
+#: TensorBoard's folder, under the run's ``tensorboard/``, of the per-step scalars (their
+#: steps count optimiser steps, not epochs, so they cannot share the epochs' event files).
+STEPS_FOLDER = "steps"
+
 
 def history_columns(metric: str) -> tuple[str, ...]:
-    """Columns of hist.csv, one row per completed epoch: ``dev_per`` is the ctc_phones metric."""
-    return ("epoch", "loss", metric, "learning_rate", "seconds")
+    """Columns of hist.csv, one row per completed epoch: ``dev_per`` is the ctc_phones metric.
+
+    ``max_grad_norm`` is the largest finite total gradient norm of the epoch's steps (empty
+    in rows of runs trained before it was recorded).
+    """
+    return ("epoch", "loss", metric, "learning_rate", "seconds", "max_grad_norm")
 
 
 def write_history(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -28,7 +37,7 @@ def write_history(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({column: row[column] for column in columns})
+        writer.writerow({column: row.get(column, "") for column in columns})
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -51,6 +60,7 @@ class RunLog:
         self.columns = history_columns(metric)
         self.history: list[dict[str, Any]] = []
         self.writer: Any = None
+        self.step_writer: Any = None
 
     def state_dict(self) -> list[dict[str, Any]]:
         return self.history
@@ -58,12 +68,21 @@ class RunLog:
     def load_state_dict(self, rows: list[dict[str, Any]]) -> None:
         self.history = list(rows)
 
-    def open(self) -> None:
+    def open(self, steps_done: int = 0) -> None:
+        """Start writing; ``steps_done``: the optimiser steps of the epochs in the history."""
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
         write_history(self.run.history, self.history, self.columns)
         # events from an epoch after the last checkpoint are purged, so curves have no repeats
         self.writer = SummaryWriter(str(self.run.tensorboard), purge_step=len(self.history) + 1)
+        self.step_writer = SummaryWriter(
+            str(self.run.tensorboard / STEPS_FOLDER), purge_step=steps_done + 1
+        )
+
+    def add_step(self, step: int, scalars: dict[str, float]) -> None:
+        """Scalars of optimiser step ``step`` (from 1): loss, learning rate, gradient norm."""
+        for name, value in scalars.items():
+            self.step_writer.add_scalar(name, value, step)
 
     def add(self, row: dict[str, Any]) -> None:
         self.history.append(row)
@@ -71,9 +90,12 @@ class RunLog:
         for column in self.columns[1:]:
             # error rates as percentages, as every table and plot shows them (hist.csv: fractions)
             scale = 100.0 if column.endswith("_per") else 1.0
-            self.writer.add_scalar(column, row[column] * scale, row["epoch"])
+            if row.get(column) is not None:
+                self.writer.add_scalar(column, row[column] * scale, row["epoch"])
         self.writer.flush()
+        self.step_writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for writer in (self.writer, self.step_writer):
+            if writer is not None:
+                writer.close()

@@ -70,6 +70,16 @@ class Task(ABC):
     def load_model(self, description: Mapping[str, Any]) -> torch.nn.Module:
         """The model a ``BuiltModel.description`` (as saved in model.pt) describes, untrained."""
 
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]] | None:
+        """The optimiser's parameter groups, or None (the default): one group of all of them.
+
+        Each group is ``{"params": [...], "lr_factor": f}`` (its learning rate is the run's
+        times ``f``, default 1, under every schedule), optionally with other optimiser keys
+        (``weight_decay``); every parameter of the model must be in exactly one group. The
+        RNN-T task gives its joint network's output layer ``joint_net_lr_factor`` so.
+        """
+        return None
+
     def augment(self, batch: Any, generator: torch.Generator) -> Any:
         """A training batch, augmented with draws from ``generator`` only (default: as it is)."""
         return batch

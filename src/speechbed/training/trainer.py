@@ -2,11 +2,13 @@
 
 Built and run by speechbed.training.loop.train_run for every task (speechbed.training.task):
 the task supplies batches, model, loss and dev metric; small collaborators keep the rest
-(``GradientStep``, ``EarlyStopping``, ``RunLog``, ``Checkpointer``).
+(``GradientStep``, ``LearningRateSchedule``, ``WeightAverage``, ``EarlyStopping``,
+``RunLog``, ``Checkpointer`` and its ``RetentionPolicy``).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import sys
@@ -26,15 +28,51 @@ from speechbed.training.checkpoints import (
     CheckpointStore,
     GeneratorState,
     GlobalRandomStates,
+    RetentionPolicy,
 )
 from speechbed.training.config import RunConfig
-from speechbed.training.optimization import GradientStep, make_optimizer, make_scheduler
+from speechbed.training.ema import WeightAverage
+from speechbed.training.optimization import GradientStep, NonFiniteGradients, make_optimizer
 from speechbed.training.run_log import RunLog, best_epoch
+from speechbed.training.schedules import make_schedule
 from speechbed.training.stopping import EarlyStopping
 from speechbed.training.task import Task
 
 #: The exit status of a run stopped by SIGUSR1 (EX_TEMPFAIL: start it again to resume).
 STOPPED_EXIT_CODE = 75
+
+
+class TrainingDiverged(UserInputError):
+    """The gradients of an optimiser step became infinite or NaN (without mixed precision).
+
+    The run stops before that step: its newest checkpoint is the last complete epoch's, and
+    its weights are still finite. Started again with the same settings it would diverge
+    again; a lower learning rate, ``training.max_grad_norm`` or another seed change the
+    settings, so ``--force`` (or another run_dir) starts it over.
+    """
+
+    def __init__(self, run_name: str, norm: float, step: int, epoch: int, batch: int) -> None:
+        newest = f"epoch {epoch - 1}'s" if epoch > 1 else "none (the first epoch)"
+        super().__init__(
+            f"{run_name}: the total gradient norm is {norm} at optimiser step {step} (epoch "
+            f"{epoch}, batch {batch}); stopped before that step (newest checkpoint: {newest}). "
+            "Lower training.log10_learning_rate or set training.max_grad_norm, then train it "
+            "again with --force"
+        )
+        self.norm, self.step, self.epoch, self.batch = norm, step, epoch, batch
+
+
+def check_global_batch_size(config: RunConfig, processes: int = 1) -> None:
+    """``training.global_batch_size``, when set, must be the batch size times accumulation
+    times the processes that train together."""
+    wanted = config.training.global_batch_size
+    batch, accumulation = config.data.batch_size, config.training.gradient_accumulation
+    if wanted is not None and wanted != batch * accumulation * processes:
+        raise UserInputError(
+            f"training.global_batch_size is {wanted}, but data.batch_size {batch} x "
+            f"training.gradient_accumulation {accumulation} x {processes} training "
+            f"process(es) is {batch * accumulation * processes}; change one of them"
+        )
 
 
 class TrainingStopped(SystemExit):
@@ -85,6 +123,7 @@ class Trainer:
         self.on_epoch = on_epoch
         training = self.training = config.training
         self.device = resolve_device(training.device)
+        check_global_batch_size(config)
         if training.num_threads is not None:
             torch.set_num_threads(training.num_threads)
         seed = config.training_seed
@@ -101,8 +140,18 @@ class Trainer:
         built = task.build_model(self.train_loader)
         self.model = built.model.to(self.device)
         self.model_description = built.description
-        self.optimizer = make_optimizer(training, self.model)
-        self.scheduler = make_scheduler(training, self.optimizer, task.lower_is_better)
+        self.optimizer = make_optimizer(training, self.model, task.parameter_groups(self.model))
+        #: optimiser steps per epoch (every epoch has as many batches)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / training.gradient_accumulation)
+        self.schedule = make_schedule(
+            training, self.optimizer, task.lower_is_better, self.steps_per_epoch
+        )
+        self.average = (
+            None if training.ema_decay is None else WeightAverage(self.model, training.ema_decay)
+        )
+        self.retention = RetentionPolicy(
+            training.keep_best, training.save_frequency, tuple(training.keep_epochs)
+        )
         self.stopper = EarlyStopping(
             training.early_stopping_patience,
             training.early_stopping_threshold,
@@ -111,7 +160,9 @@ class Trainer:
         )
         self.mixed_precision = self.device.type == "cuda" and training.mixed_precision
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.mixed_precision)
-        self.step = GradientStep(self.optimizer, self.scaler, training.gradient_accumulation)
+        self.step = GradientStep(
+            self.optimizer, self.scaler, training.gradient_accumulation, training.max_grad_norm
+        )
         self.log = RunLog(run, task.metric)
         self.stopped = False
         self.stop_requested = False  # set by SIGUSR1 while fit runs
@@ -122,7 +173,8 @@ class Trainer:
             {
                 "model": self.model,
                 "optimizer": self.optimizer,
-                "scheduler": self.scheduler,
+                "scheduler": self.schedule,
+                "ema": self.average,
                 "early_stopping": self.stopper,
                 "scaler": self.scaler,
                 "loader_generator": GeneratorState(loader_generator),
@@ -146,7 +198,7 @@ class Trainer:
 
     def fit(self) -> None:
         """Train epochs until ``num_epochs`` or early stopping."""
-        self.log.open()
+        self.log.open(len(self.history) * self.steps_per_epoch)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGUSR1, self._request_stop)
@@ -178,12 +230,11 @@ class Trainer:
         started = time.perf_counter()
         self.train_loader.batch_sampler.set_epoch(epoch)
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        loss = self.train_epoch(
+        loss, max_norm = self.train_epoch(
             f"{self.config.info.name} epoch {epoch}/{training.num_epochs}", epoch
         )
-        value = task.dev_metric(self.model, self.dev_loader, self.device)
-        if self.scheduler is not None and epoch > training.reduce_lr_burnin:
-            self.scheduler.step(value)
+        value = self.dev_metric()
+        self.schedule.after_epoch(epoch, value)
         self.stopped = self.stopper.update(epoch, value)
         row = {
             "epoch": epoch,
@@ -191,6 +242,7 @@ class Trainer:
             task.metric: value,
             "learning_rate": learning_rate,
             "seconds": round(time.perf_counter() - started, 3),
+            "max_grad_norm": max_norm,
         }
         self.log.add(row)
         print(
@@ -200,16 +252,30 @@ class Trainer:
         )
         self.checkpointer.save(epoch, {**self.checkpoint_metadata, "stopped": self.stopped})
         if training.keep_last_and_best_only:
-            self.store.prune({epoch, self.best_epoch()})
+            self.store.prune(self.retention.kept(self.history, task.metric, task.lower_is_better))
         if self.on_epoch is not None:
             self.on_epoch(row)
 
-    def train_epoch(self, description: str, epoch: int) -> float:
-        """One pass over the training batches; returns the item-weighted mean loss."""
+    def dev_metric(self) -> float:
+        """The task's dev metric, of the averaged weights when there is an average."""
+        if self.average is None:
+            return self.task.dev_metric(self.model, self.dev_loader, self.device)
+        with self.average.swapped_into(self.model):
+            return self.task.dev_metric(self.model, self.dev_loader, self.device)
+
+    def best_weights(self, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The weights a checkpoint's epoch is scored by: the average when there is one."""
+        return checkpoint["model"] if checkpoint.get("ema") is None else checkpoint["ema"]
+
+    def train_epoch(self, description: str, epoch: int) -> tuple[float, float]:
+        """One pass over the training batches: the item-weighted mean loss and the largest
+        finite gradient norm of its steps (NaN when it had none)."""
         task, model, device = self.task, self.model, self.device
         model.train()
-        total_loss, total_items = 0.0, 0
+        total_loss, total_items, max_norm = 0.0, 0, math.nan
         num_batches = len(self.train_loader)
+        step = (epoch - 1) * self.steps_per_epoch
+        group_losses: list[float] = []
         # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
         bar = tqdm(
             self.train_loader,
@@ -224,10 +290,31 @@ class Trainer:
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.mixed_precision):
                 outputs = task.forward(model, batch, device)
             loss = task.loss(outputs, batch, device)
-            self.step(loss, index, num_batches)
+            learning_rate = self.optimizer.param_groups[0]["lr"]
+            try:
+                outcome = self.step(loss, index, num_batches)
+            except NonFiniteGradients as error:
+                name = self.config.info.name
+                raise TrainingDiverged(name, error.norm, step + 1, epoch, index + 1) from None
+            batch_loss = loss.item()
+            group_losses.append(batch_loss)
+            if outcome is not None:
+                step += 1
+                self.schedule.after_step()
+                scalars = {
+                    "step/loss": sum(group_losses) / len(group_losses),
+                    "step/learning_rate": learning_rate,
+                }
+                group_losses = []
+                if outcome.taken:  # a step the grad scaler skipped has no norm to show
+                    scalars["step/grad_norm"] = outcome.norm
+                    max_norm = outcome.norm if math.isnan(max_norm) else max(max_norm, outcome.norm)
+                    if self.average is not None:
+                        self.average.update(model)
+                self.log.add_step(step, scalars)
             items = task.batch_size(batch)
-            total_loss += loss.item() * items
+            total_loss += batch_loss * items
             total_items += items
             bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
             self._stop_if_requested(epoch)
-        return total_loss / max(total_items, 1)
+        return total_loss / max(total_items, 1), max_norm
