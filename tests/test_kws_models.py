@@ -68,3 +68,19 @@ def test_standardization_is_fitted_and_saved() -> None:
     standardized = model.standardize(frames)
     torch.testing.assert_close(standardized.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
     assert "standardize.mean" in model.state_dict()
+
+
+def test_multiply_accumulates_per_clip_by_hand() -> None:
+    from speechbed.deployment.costs import count_macs
+
+    # 101 frames of 40 MFCCs (1 s, 10 ms hop, centred); kernel 9 with padding 4 and stride 2:
+    # 101 -> 51 -> 26 -> 13 frames. Each convolution: out frames x out ch x in ch x kernel.
+    first = 101 * 16 * 40 * 3
+    block1 = 51 * 24 * 16 * 9 + 51 * 24 * 24 * 9 + 51 * 24 * 16
+    block2 = 26 * 32 * 24 * 9 + 26 * 32 * 32 * 9 + 26 * 32 * 24
+    block3 = 13 * 48 * 32 * 9 + 13 * 48 * 48 * 9 + 13 * 48 * 32
+    expected = first + block1 + block2 + block3 + 48 * 12
+    assert expected == 1_563_264
+    assert count_macs(TCResNet(40, 12), torch.randn(1, 101, 40)) == expected
+    lstm = KwsLstm(40, 12, hidden_size=32, num_layers=2)
+    assert count_macs(lstm, torch.randn(1, 101, 40)) == 101 * 4 * 32 * (40 + 32 + 32 + 32) + 32 * 12
