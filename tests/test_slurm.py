@@ -210,6 +210,8 @@ def test_a_killed_runner_leaves_its_job_running_and_the_next_run_adopts_it(tmp_p
 # on SIGUSR1 (the time-limit warning) it writes the checkpoint and exits non-zero.
 CHECKPOINTING_JOB = """\
 import os, signal, sys, time
+if len(sys.argv) > 3:  # its run folder (-y CONFIG FOLDER), else the working directory
+    os.chdir(sys.argv[3])
 checkpoint = "checkpoint.txt"
 if os.path.exists(checkpoint):
     print("resumed from", open(checkpoint).read(), flush=True)

@@ -12,11 +12,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from slurm_cluster import slurm, wait
-from test_slurm import cluster, events, run, runner, slurm_env, step, write_pipeline  # noqa: F401
+from test_slurm import (  # noqa: F401
+    CHECKPOINTING_JOB,
+    cluster,
+    events,
+    run,
+    runner,
+    slurm_env,
+    step,
+    write_pipeline,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SBATCH = "/usr/bin/sbatch"
@@ -209,3 +219,41 @@ def test_a_barrier_that_fails_leaves_its_queued_dependent_not_started(tmp_path, 
         process.kill()
     assert process.returncode == 1, output
     assert "1 failed, 1 not started" in output, output
+
+
+def test_an_element_requeued_at_its_time_limit_resumes_from_its_checkpoint(
+    tmp_path,
+    slurm_env,  # noqa: F811
+):
+    (tmp_path / "checkpointing.py").write_text(CHECKPOINTING_JOB)
+    for index in range(2):
+        (tmp_path / f"run{index}").mkdir()
+    (tmp_path / "run0" / "checkpoint.txt").write_text("epoch 5")  # run0 resumes and ends
+    steps = [
+        {"script": "checkpointing.py", "config": "job.yml", "name": f"run{index}",
+         "run_in": "slurm", "args": [str(tmp_path / f"run{index}")]}
+        for index in range(2)
+    ]  # fmt: skip
+    process = runner(slurm_env, write_pipeline(tmp_path / "requeue.yml", steps))
+    try:
+        wait(lambda: (tmp_path / "run1" / "started").exists(), 30, "run1 to start")
+        [(array_id, _, _), *_] = _array_tasks("requeue/checkpointing[2]")
+        element = f"{array_id}_1"
+        subprocess.run(["scancel", "--signal=USR1", "--batch", element], check=True, timeout=30)
+
+        def requeued() -> bool:
+            shown = slurm("scontrol", "show", "job", "--oneliner", element)
+            return "JobState=PENDING" in shown and "Restarts=1" in shown
+
+        wait(requeued, 30, "the requeue")
+        time.sleep(1.1)  # see test_slurm.py: a credential in the second of the requeue fails
+        subprocess.run(["scontrol", "update", f"JobId={element}", "StartTime=now"], timeout=30)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    logs = tmp_path / "artifacts" / "logs" / "requeue"
+    log = (logs / "run1.log").read_text()
+    assert "checkpointed" in log and f"requeued job {element}" in log, log
+    assert "resumed from epoch 3" in log and "[slurm batch] error" not in log, log
+    assert "resumed from epoch 5" in (logs / "run0.log").read_text()

@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return code or 1
     job_id = os.environ.get("SLURM_JOB_ID", "")
+    if os.environ.get("SLURM_ARRAY_TASK_ID"):  # an element: its job id may be the array's own
+        job_id = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
     if requeue.returncode != 0:
         _say(f"error: scontrol requeue {job_id} failed: {requeue.stderr.strip()}")
