@@ -43,7 +43,7 @@ STAMP_FILE = "SPEECHBED_MIXTURES.json"
 #: Mixtures per partition of each scale.
 SCALES = {
     "tiny": {"train": 48, "dev": 12, "test": 12},
-    "small": {"train": 1200, "dev": 120, "test": 120},
+    "small": {"train": 600, "dev": 60, "test": 60},
 }
 PEAK = 0.9
 LAYOUT_MODE = "max"

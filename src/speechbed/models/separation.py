@@ -135,17 +135,17 @@ def cluster_masks(
         centroids.append(active[similarity.argmin()])
     centres = torch.stack(centroids)
     for _ in range(iterations):
-        nearest = torch.cdist(active, centres).argmin(dim=1)
-        moved = torch.stack(
-            [
-                active[nearest == k].mean(dim=0) if bool((nearest == k).any()) else centres[k]
-                for k in range(num_sources)
-            ]
-        )
+        # nearest centre by squared distance, |x|^2 left out: the same for every centre
+        nearest = (centres.square().sum(dim=1) - 2 * active @ centres.T).argmin(dim=1)
+        members = nn.functional.one_hot(nearest, num_sources).to(active.dtype)
+        counts = members.sum(dim=0)
+        sums = members.T @ active
+        moved = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
         if torch.allclose(moved, centres):
             break
         centres = moved
-    labels = torch.cdist(flat, centres).argmin(dim=1).reshape(frames, bins)
+    labels = (centres.square().sum(dim=1) - 2 * flat @ centres.T).argmin(dim=1)
+    labels = labels.reshape(frames, bins)
     return nn.functional.one_hot(labels, num_sources).permute(2, 0, 1).to(embeddings.dtype)
 
 
