@@ -15,14 +15,21 @@ import pandas as pd
 from speechbed.outputs import make_folder, write_text_atomic
 from speechbed.reports import comet, plots, sheets, tensorboard
 from speechbed.reports.results import ExperimentResults, read_history
+from speechbed.reports.score import PER, SCORE_FILE, Score, score_record
 from speechbed.reports.settings import ReportSettings
-from speechbed.reports.statistics import COMPARISONS_TITLE, report_markdown, statistics_markdown
+from speechbed.reports.statistics import comparisons_title, report_markdown, statistics_markdown
 from speechbed.run_folder import RunFolder
 
-SHEET_COLUMNS = [
-    "run_id", "experiment", "condition", "seed", "dev_per", "test_per", "epochs",
-    "best_epoch", "training_seconds", "decoding_seconds", "beam_width", "run_dir",
-]  # fmt: skip
+
+def sheet_columns(score: Score = PER) -> list[str]:
+    """The sheet's run columns (run id first: it is the upsert key), the score's after the seed."""
+    return [
+        "run_id", "experiment", "condition", "seed", score.column("dev"), score.column("test"),
+        "epochs", "best_epoch", "training_seconds", "decoding_seconds", "beam_width", "run_dir",
+    ]  # fmt: skip
+
+
+SHEET_COLUMNS = sheet_columns(PER)
 
 
 @dataclass
@@ -41,7 +48,8 @@ def _write_text(path: Path, text: str) -> Path:
 
 def write_tables_and_plots(results: ExperimentResults, folder: Path) -> AnalysisOutputs:
     """CSV files, ``statistics.md`` (the statistics, then the tests between conditions that
-    differ in one setting) and the two PNG figures.
+    differ in one setting), ``score.json`` (the score the tables hold) and the two PNG figures
+    (``<key>_by_condition.png``: ``per_by_condition.png`` for PER; ``learning_curves.png``).
 
     Each file is written under a per-process temporary name and renamed into place; a folder
     that cannot be written is an ``OutputError`` naming it.
@@ -59,27 +67,32 @@ def write_tables_and_plots(results: ExperimentResults, folder: Path) -> Analysis
         outputs.files[f"{name}.csv"] = _write_text(
             folder / f"{name}.csv", table.to_csv(index=False)
         )
+    score = results.score
     outputs.files["statistics.md"] = _write_text(
-        folder / "statistics.md", report_markdown(results.statistics, results.comparisons)
+        folder / "statistics.md",
+        report_markdown(results.statistics, results.comparisons, score),
     )
+    outputs.files[SCORE_FILE] = _write_text(folder / SCORE_FILE, score_record(score))
     conditions = sorted(  # one colour per condition in both figures
         {*results.runs["condition"], *results.histories.get("condition", ())}
     )
-    outputs.files["per_by_condition.png"] = plots.save_figure(
-        plots.per_by_condition(results.runs, conditions=conditions),
-        folder / "per_by_condition.png",
+    by_condition = plots.by_condition_file(score)
+    outputs.files[by_condition] = plots.save_figure(
+        plots.score_by_condition(results.runs, conditions=conditions, score=score),
+        folder / by_condition,
     )
     outputs.files["learning_curves.png"] = plots.save_figure(
-        plots.learning_curves(results.histories, conditions=conditions),
+        plots.learning_curves(results.histories, conditions=conditions, score=score),
         folder / "learning_curves.png",
     )
     return outputs
 
 
-def sheet_rows(runs: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
+def sheet_rows(runs: pd.DataFrame, score: Score = PER) -> tuple[list[str], list[list[object]]]:
     """The run table as the sheet's header and rows (run id first: it is the upsert key)."""
-    table = runs.reindex(columns=SHEET_COLUMNS)
-    return list(SHEET_COLUMNS), table.astype(object).where(table.notna(), None).values.tolist()
+    columns = sheet_columns(score)
+    table = runs.reindex(columns=columns)
+    return columns, table.astype(object).where(table.notna(), None).values.tolist()
 
 
 def send_reports(
@@ -91,17 +104,19 @@ def send_reports(
 ) -> dict[str, str]:
     """TensorBoard fallback, comet.ml and Google Sheet, as the settings switch them on."""
     environ = os.environ if environ is None else environ
+    score = results.score
+    finals = [score.column("dev"), score.column("test")]  # each run's final metrics
     statuses: dict[str, str] = {}
     if settings.tensorboard:
         written = 0
-        for row in results.runs.itertuples():
-            run = RunFolder(Path(row.run_dir))
-            history = read_history(run.path)
+        for row in results.runs.to_dict("records"):
+            run = RunFolder(Path(row["run_dir"]))
+            history = read_history(run.path, score)
             if history is not None and not tensorboard.has_event_files(run.path) and not dry_run:
                 tensorboard.write_history_scalars(run.tensorboard, history)
                 written += 1
             if not dry_run:  # named by experiment, condition and seed, with hparams
-                final = {"dev_per": row.dev_per, "test_per": row.test_per}
+                final = {name: row[name] for name in finals}
                 view = tensorboard.describe_run(run.path, final).parents[2]
         statuses["tensorboard"] = (
             f"event files under the run folders ({written} written from hist.csv)"
@@ -110,18 +125,18 @@ def send_reports(
     if settings.comet:
         counts: dict[str, int] = {}
         try_online = True  # after one failed connection, the other runs go straight offline
-        for row in results.runs.itertuples():
-            run_dir = Path(row.run_dir)
+        for row in results.runs.to_dict("records"):
+            run_dir = Path(row["run_dir"])
             if dry_run:
                 outcome = "dry run"
             else:
                 import yaml
 
                 config = yaml.safe_load(RunFolder(run_dir).config.read_text(encoding="utf-8"))
-                history = read_history(run_dir)
-                final = {"dev_per": row.dev_per, "test_per": row.test_per}
+                history = read_history(run_dir, score)
+                final = {name: row[name] for name in finals}
                 outcome = comet.log_run(
-                    run_dir, row.run_id, row.experiment, config, history, final,
+                    run_dir, row["run_id"], row["experiment"], config, history, final,
                     settings.comet_project, settings.comet_workspace, environ, try_online,
                 )  # fmt: skip
                 try_online = try_online and not outcome.startswith(comet.ONLINE_FAILED)
@@ -132,7 +147,7 @@ def send_reports(
             or "no finished runs"
         )
     if settings.google_sheet:
-        header, rows = sheet_rows(results.runs)
+        header, rows = sheet_rows(results.runs, score)
         credentials = Path(
             environ.get("PATH_TO_GOOGLE_CREDENTIALS") or "private/google_credentials.json"
         )
@@ -145,6 +160,7 @@ def send_reports(
             results.statistics,
             dry_run=dry_run,
             comparisons=results.comparisons,
+            score=score,
         )
     return statuses
 
@@ -155,11 +171,11 @@ def summary_text(results: ExperimentResults, outputs: AnalysisOutputs) -> str:
     if len(results.statistics):
         lines += [
             "",
-            "PER (%) per condition and partition:",
+            f"{results.score.label} per condition and partition:",
             statistics_markdown(results.statistics),
         ]
     if len(results.comparisons):
-        lines += [COMPARISONS_TITLE, "", statistics_markdown(results.comparisons)]
+        lines += [comparisons_title(results.score), "", statistics_markdown(results.comparisons)]
     for table, what in (
         (results.stale, "stale (trained or evaluated on data that has changed since)"),
         (results.unfinished, "not finished"),

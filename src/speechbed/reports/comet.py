@@ -1,4 +1,4 @@
-"""comet.ml report: one comet experiment per finished run (parameters, epochs, final PER, config).
+"""comet.ml report: one comet experiment per finished run (parameters, epochs, final score, config).
 
 Called by ``scripts/analyze.py`` when the experiment's ``report.comet`` is on. With
 ``COMET_API_KEY`` set the experiment goes online; otherwise, or when comet cannot reach its

@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from speechbed.reports.score import PER, Score, read_score_record
 from speechbed.run_folder import ExperimentFolder
 
-HEADING = "PER (%) per condition and partition"
+
+def heading(score: Score = PER) -> str:
+    """The statistics' heading: "PER (%) per condition and partition"."""
+    return f"{score.label} per condition and partition"
+
+
+HEADING = heading(PER)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -34,7 +41,8 @@ def print_saved_results(folder: Path, stream: TextIO | None = None) -> bool:
     table = folder / "statistics.md"
     if not table.is_file():
         return False
-    lines = [f"{HEADING} ({folder.parent.name}):", table.read_text(encoding="utf-8")]
+    score = read_score_record(folder)  # (PER for an analysis written before it was recorded)
+    lines = [f"{heading(score)} ({folder.parent.name}):", table.read_text(encoding="utf-8")]
     for name, what in (
         ("stale", "stale (trained or evaluated on data that has changed since)"),
         ("unfinished", "not finished"),

@@ -5,7 +5,8 @@ service-account file (``PATH_TO_GOOGLE_CREDENTIALS``); without one it says so an
 
 The worksheet holds a header row, the run rows (column A is the run id) and, after one
 blank row, a summary block with the per-condition statistics and, when there are any, the
-tests between conditions that differ in one setting. Re-running merges the new rows into the
+tests between conditions that differ in one setting, titled with the experiment's score and
+the direction in which it is better. Re-running merges the new rows into the
 existing ones by run id (rows from other machines stay), so nothing is ever duplicated; the
 summary block is rewritten each time.
 """
@@ -20,9 +21,30 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-SUMMARY_TITLE = "summary"
-COMPARISONS_TITLE = "pairwise tests (conditions differing in one setting; difference = a - b)"
+from speechbed.reports.score import PER, Score
+
 Grid = list[list[Any]]
+
+
+#: The statistics block's title of a PER experiment (as sheets written before other scores).
+SUMMARY_TITLE = "summary"
+
+
+def summary_title(score: Score = PER) -> str:
+    """The statistics block's title: "summary" for PER, else with the score ("summary:
+    accuracy (%)")."""
+    return SUMMARY_TITLE if score == PER else f"{SUMMARY_TITLE}: {score.label}"
+
+
+def comparisons_title(score: Score = PER) -> str:
+    """The pairwise tests' title, with the direction in which the score is better."""
+    return (
+        "pairwise tests (conditions differing in one setting; difference = a - b; "
+        f"{score.better} {score.name} is better)"
+    )
+
+
+COMPARISONS_TITLE = comparisons_title(PER)
 
 
 class Worksheet(Protocol):
@@ -95,12 +117,14 @@ def _table(title: str, table: pd.DataFrame) -> Grid:
     return block
 
 
-def summary_block(statistics: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> Grid:
+def summary_block(
+    statistics: pd.DataFrame, comparisons: pd.DataFrame | None = None, score: Score = PER
+) -> Grid:
     """The statistics table as rows under a title row, then (after a blank row) the pairwise
     tests under theirs when there are any."""
-    block = _table(SUMMARY_TITLE, statistics)
+    block = _table(summary_title(score), statistics)
     if comparisons is not None and len(comparisons):
-        block += [[], *_table(COMPARISONS_TITLE, comparisons)]
+        block += [[], *_table(comparisons_title(score), comparisons)]
     return block
 
 
@@ -110,10 +134,11 @@ def sheet_grid(
     rows: Sequence[Sequence[Any]],
     statistics: pd.DataFrame,
     comparisons: pd.DataFrame | None = None,
+    score: Score = PER,
 ) -> Grid:
     """Everything the worksheet will hold after the upsert."""
     merged_header, merged = merge_rows(existing, header, rows)
-    return [merged_header, *merged, [], *summary_block(statistics, comparisons)]
+    return [merged_header, *merged, [], *summary_block(statistics, comparisons, score)]
 
 
 def _rectangular(grid: Grid) -> Grid:
@@ -127,10 +152,11 @@ def upsert_worksheet(
     rows: Sequence[Sequence[Any]],
     statistics: pd.DataFrame,
     comparisons: pd.DataFrame | None = None,
+    score: Score = PER,
 ) -> Grid:
     """Upsert the run rows and rewrite the summary block; returns what was written."""
     existing = worksheet.get_all_values()
-    grid = _rectangular(sheet_grid(existing, header, rows, statistics, comparisons))
+    grid = _rectangular(sheet_grid(existing, header, rows, statistics, comparisons, score))
     height, width = len(grid), len(grid[0])
     if worksheet.row_count < height or worksheet.col_count < width:
         worksheet.resize(
@@ -160,10 +186,11 @@ def report_to_sheet(
     statistics: pd.DataFrame,
     dry_run: bool = False,
     comparisons: pd.DataFrame | None = None,
+    score: Score = PER,
 ) -> str:
     """Send the rows to the sheet (or print them with ``dry_run``); returns a one-line status."""
     if dry_run:
-        grid = sheet_grid([], header, rows, statistics, comparisons)
+        grid = sheet_grid([], header, rows, statistics, comparisons, score)
         print(
             f"Google Sheet dry run: would upsert into '{spreadsheet_name}' / '{worksheet_title}':"
         )
@@ -193,7 +220,7 @@ def report_to_sheet(
     try:
         spreadsheet = client.open(spreadsheet_name)
         worksheet = open_worksheet(spreadsheet, worksheet_title, len(header))
-        upsert_worksheet(worksheet, header, rows, statistics, comparisons)
+        upsert_worksheet(worksheet, header, rows, statistics, comparisons, score)
     except gspread.exceptions.SpreadsheetNotFound:
         return (
             f"failed: spreadsheet '{spreadsheet_name}' not found or not shared with the service "

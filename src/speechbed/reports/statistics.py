@@ -1,7 +1,8 @@
 """Statistics of run results: per condition and partition, and tests between pairs of conditions.
 
 Called by ``speechbed.reports.results`` (analysis, notebook), the analysis summary and the
-Google Sheet summary.
+Google Sheet summary. The values are the experiment's score (``speechbed.reports.score``) in its
+columns ``dev_<key>`` and ``test_<key>``.
 
 Per condition and partition: n, mean, sample sd, median, min, max and a 95% percentile-bootstrap
 interval of the mean (seeded, so the same runs always give the same interval). Between two
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
+
+from speechbed.reports.score import PER, Score
 
 STATISTIC_COLUMNS = ("n", "mean", "sd", "median", "min", "max", "ci95_low", "ci95_high")
 COMPARISON_COLUMNS = (
@@ -59,22 +62,28 @@ def _values(group: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(group[column], errors="coerce").dropna().to_numpy(dtype=np.float64)
 
 
+def _score_columns(value_columns: Sequence[str] | None, score: Score) -> Sequence[str]:
+    return (score.column("dev"), score.column("test")) if value_columns is None else value_columns
+
+
 def describe_by_condition(
     runs: pd.DataFrame,
-    value_columns: Sequence[str] = ("dev_per", "test_per"),
+    value_columns: Sequence[str] | None = None,
     condition_column: str = "condition",
     seed: int = BOOTSTRAP_SEED,
+    score: Score = PER,
 ) -> pd.DataFrame:
     """One row per (condition, partition): n, mean, sample sd (n - 1), median, min, max and the
     95% bootstrap interval of the mean (``ci95_low``, ``ci95_high``; see
     ``bootstrap_mean_interval``: each group resampled with the same ``seed``).
 
-    ``partition`` is the value column's name without its ``_per`` suffix. Missing values
+    ``value_columns`` default to the ``score``'s dev and test columns (``dev_per``,
+    ``test_per``); ``partition`` is a column's name without the score's suffix. Missing values
     (an unfinished run) are left out of n; a condition with one value has sd and interval NaN.
     """
     rows = []
     for condition, group in runs.groupby(condition_column, sort=True):
-        for column in value_columns:
+        for column in _score_columns(value_columns, score):
             if column not in group:
                 continue
             values = _values(group, column)
@@ -83,7 +92,7 @@ def describe_by_condition(
             rows.append(
                 {
                     condition_column: condition,
-                    "partition": column.removesuffix("_per"),
+                    "partition": score.partition_of(column),
                     "n": int(values.size),
                     "mean": float(values.mean()) if some else _NAN,
                     "sd": float(values.std(ddof=1)) if values.size > 1 else _NAN,
@@ -184,17 +193,20 @@ def compare_samples(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def compare_conditions(
     runs: pd.DataFrame,
     settings: Mapping[str, Mapping[str, Any]],
-    value_columns: Sequence[str] = ("dev_per", "test_per"),
+    value_columns: Sequence[str] | None = None,
     condition_column: str = "condition",
+    score: Score = PER,
 ) -> pd.DataFrame:
     """For each pair of conditions that differ in one setting (``condition_factors``) and each
-    partition: the samples' sizes and means, ``difference`` (mean a - mean b) and the tests of
-    ``compare_samples``. ``settings`` maps each condition to its runs' settings."""
+    partition: the samples' sizes and means, ``difference`` (mean a - mean b, whichever way
+    the score is better: ``comparisons_title`` says) and the tests of ``compare_samples``.
+    ``settings`` maps each condition to its runs' settings; ``value_columns`` default to the
+    ``score``'s dev and test columns."""
     present = set(runs[condition_column]) if condition_column in runs else set()
     factors = condition_factors({c: s for c, s in settings.items() if c in present})
     rows = []
     for setting, first, second in differing_pairs(factors):
-        for column in value_columns:
+        for column in _score_columns(value_columns, score):
             if column not in runs:
                 continue
             a = _values(runs[runs[condition_column] == first], column)
@@ -205,7 +217,7 @@ def compare_conditions(
                     "setting": setting,
                     "condition_a": first,
                     "condition_b": second,
-                    "partition": column.removesuffix("_per"),
+                    "partition": score.partition_of(column),
                     "n_a": int(a.size),
                     "n_b": int(b.size),
                     "mean_a": means[0],
@@ -236,16 +248,25 @@ def statistics_markdown(statistics: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
-COMPARISONS_TITLE = (
-    "Pairs of conditions that differ in one setting: difference = mean a - mean b; two-sided "
-    "Welch's t (Cohen's d) and Mann-Whitney U (rank-biserial r); d, r > 0: a is higher; "
-    "no correction for multiple comparisons."
-)
+def comparisons_title(score: Score = PER) -> str:
+    """The pairwise tests' heading: what the difference's sign means for this score."""
+    sign = "negative" if score.lower_is_better else "positive"
+    return (
+        f"Pairs of conditions that differ in one setting: difference = mean a - mean b of "
+        f"{score.label}, {score.better} is better (a is better when it is {sign}); two-sided "
+        "Welch's t (Cohen's d) and Mann-Whitney U (rank-biserial r); d, r > 0: a is higher; "
+        "no correction for multiple comparisons."
+    )
 
 
-def report_markdown(statistics: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> str:
+COMPARISONS_TITLE = comparisons_title(PER)
+
+
+def report_markdown(
+    statistics: pd.DataFrame, comparisons: pd.DataFrame | None = None, score: Score = PER
+) -> str:
     """``statistics.md``: the per-condition table, then the pairwise tests when there are any."""
     text = statistics_markdown(statistics)
     if comparisons is not None and len(comparisons):
-        text += f"\n{COMPARISONS_TITLE}\n\n{statistics_markdown(comparisons)}"
+        text += f"\n{comparisons_title(score)}\n\n{statistics_markdown(comparisons)}"
     return text

@@ -1,5 +1,6 @@
 """TensorBoard: read a run's event files back, write hist.csv as scalars where none exist, and
-write a run's settings and final PER (%) for TensorBoard's hparams view.
+write a run's settings and final scores (``final/dev_<key>``, ``final/test_<key>``, as the
+analysis tables show them) for TensorBoard's hparams view.
 
 Called by ``scripts/analyze.py`` (runs without event files still show in `make tensorboard`)
 and by tests and notebooks that read what training logged. Runs are named in TensorBoard by
