@@ -144,3 +144,47 @@ def test_a_tiny_transducer_overfits_a_few_utterances(tone_corpus):
     rebuilt.load_state_dict(model.state_dict())
     hypotheses, references = fresh.transcribe(rebuilt, trained_on, device)
     assert sum(hypotheses[key] == references[key] for key in references) >= 5
+
+
+def test_joint_net_lr_factor_gives_the_joint_output_its_own_group(tone_corpus):
+    task = RnntTask(run_config(tone_corpus, training={"joint_net_lr_factor": 2.0}))
+    model = task.load_model(
+        {"model_config": task.config.model.model_dump(), "num_tokens": 16,
+         "tokenizer_model": task._tokenizer().model_bytes}
+    )  # fmt: skip
+    rest, joint = task.parameter_groups(model)
+    assert joint["lr_factor"] == 2.0 and rest["lr_factor"] == 1.0
+    assert [p.shape for p in joint["params"]] == [(17, 48), (17,)]
+    assert len(rest["params"]) + 2 == len(list(model.parameters()))
+    assert RnntTask(run_config(tone_corpus)).parameter_groups(model) is None
+
+
+def test_train_and_evaluate_through_the_trainer(tone_corpus, tmp_path):
+    """The one trainer (EMA, warmup-hold-decay, clipping) and evaluation: results.json's WER
+    with its counts, word trn files, and the tokenizer in the run folder."""
+    from speechbed.training.evaluation import evaluate_run
+    from speechbed.training.loop import train_run
+
+    torch.set_num_threads(1)
+    config = run_config(
+        tone_corpus,
+        training={
+            "num_epochs": 2, "optimizer": "adamw", "log10_learning_rate": -2.0,
+            "lr_schedule": "warmup_hold_decay", "warmup_steps": 1, "hold_steps": 1,
+            "half_life_steps": 2, "min_lr": 1e-3, "max_grad_norm": 1.0, "ema_decay": 0.5,
+            "joint_net_lr_factor": 2.0,
+        },
+    )  # fmt: skip
+    config = config.model_copy(
+        update={"info": config.info.model_copy(update={"run_dir": tmp_path})}
+    )
+    summary = train_run(config, progress=False)
+    assert summary.epochs_run == 2
+    results = evaluate_run(config)
+    entry = results["test"]
+    assert results["score"]["key"] == "wer" and entry["wer"] == results["test_wer"]
+    assert entry["reference_words"] == sum(len(s.split()) for s in SENTENCES)
+    assert entry["errors"] == entry["substitutions"] + entry["deletions"] + entry["insertions"]
+    lines = (tmp_path / "test.ref.trn").read_text().splitlines()
+    assert lines[1] == "blue red yellow (test/001)"
+    assert (tmp_path / MODEL_FILE).is_file()
