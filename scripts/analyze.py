@@ -1,13 +1,16 @@
 """Analyse experiments: a table of every run, statistics per condition, plots and reports.
 
 Reads ${ARTIFACTS_DIRECTORY}/<experiment>/<run_id>/{results.json,hist.csv} for each experiment;
-writes runs.csv, unfinished.csv, stale.csv, statistics.{csv,md}, per_by_condition.png and
-learning_curves.png into output_path (default ${ARTIFACTS_DIRECTORY}/<names joined by +>/analysis/),
-sends the reports the `report` section switches on, and prints the statistics table. Runs whose
-data changed since they ran are listed as stale, never in the statistics. A report that cannot be
-sent (no network, bad credentials) says so in one line and the others carry on; a folder that
-cannot be written is one line and exit code 2. `--dry-run` sends nothing and prints the Google
-Sheet rows it would write. The job schema is speechbed.reports.analyze_job.AnalyzeJob.
+writes runs.csv, unfinished.csv, stale.csv, statistics.{csv,md}, score.json,
+<score>_by_condition.png (per_by_condition.png for PER) and learning_curves.png into output_path
+(default ${ARTIFACTS_DIRECTORY}/<names joined by +>/analysis/), sends the reports the `report`
+section switches on, and prints the statistics table. Everything is in the experiments' own
+score (PER, accuracy, WER, SI-SDRi: results.json says which and whether lower is better);
+experiments scored differently are refused together. Runs whose data changed since they ran
+are listed as stale, never in the statistics. A report that cannot be sent (no network, bad
+credentials) says so in one line and the others carry on; a folder that cannot be written is
+one line and exit code 2. `--dry-run` sends nothing and prints the Google Sheet rows it would
+write. The job schema is speechbed.reports.analyze_job.AnalyzeJob.
 """
 
 import sys

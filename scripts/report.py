@@ -1,7 +1,7 @@
 """Print an analysis folder's results: the statistics table, stale and unfinished runs, the plots.
 
-Reads what scripts/analyze.py wrote (statistics.md, unfinished.csv, *.png) without recomputing
-anything (speechbed.reports.saved), so results can be shown again in seconds.
+Reads what scripts/analyze.py wrote (statistics.md, score.json, unfinished.csv, *.png) without
+recomputing anything (speechbed.reports.saved), so results can be shown again in seconds.
 """
 
 import argparse
