@@ -19,6 +19,7 @@ Rules:
   segment's jobs are submitted as soon as every job before them is queued, each to start
   only after those succeed (``afterok``), so the cluster starts them without waiting for
   this loop. Not with ``keep_going``. A failure cancels them (recorded as not started).
+  Before each start the executor sees the segment's jobs still to start (``group``).
 - A signal terminates every running job's process group (SIGTERM, SIGKILL after
   ``kill_grace`` seconds or a second signal), records it as interrupted, and nothing else
   starts.

@@ -1,4 +1,5 @@
-"""The Slurm executor (``run_in: slurm``): each pipeline job becomes one sbatch job.
+"""The Slurm executor (``run_in: slurm``): each pipeline job becomes one sbatch job, or one
+element of a job array when jobs of its segment share script and resources (``group``).
 
 Made by name through ``speechbed.pipeline.executors``. Its ``Launch`` is the job's watcher
 (``speechbed.pipeline.slurm.watcher``), a local process that submits or adopts the job and
