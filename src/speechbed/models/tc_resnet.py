@@ -117,7 +117,8 @@ class TCResNet(nn.Module):
 
 
 class KwsLstm(nn.Module):
-    """A recurrent baseline: stacked unidirectional LSTM, its last output, a linear layer."""
+    """A recurrent baseline: stacked unidirectional LSTM, its outputs averaged over time, a linear
+    layer (the average, not the last output: the word sits anywhere in the clip)."""
 
     def __init__(
         self,
@@ -146,4 +147,4 @@ class KwsLstm(nn.Module):
                 f"features must be (batch, frames, {self.num_features}), got {tuple(features.shape)}"
             )
         outputs, _ = self.lstm(self.standardize(features))
-        return self.classifier(self.dropout(outputs[:, -1]))
+        return self.classifier(self.dropout(outputs.mean(dim=1)))
