@@ -21,10 +21,11 @@ from speechbed.outputs import make_folder
 from speechbed.run_folder import RunFolder
 from speechbed.training.checkpoints import CheckpointStore, remove_dead_leftovers
 from speechbed.training.config import RunConfig
+from speechbed.training.distributed import ProcessGroup, join_process_group
 from speechbed.training.model_file import load_model_record, mark_trained, save_model_record
 from speechbed.training.run_lineage import TRAINING_CODE_VERSION, RunIdentity, move_run_aside
 from speechbed.training.task import make_task
-from speechbed.training.trainer import Trainer
+from speechbed.training.trainer import Trainer, resolve_device
 
 
 class TrainingJob(RunConfig):
@@ -64,22 +65,12 @@ def _clear_run(run: RunFolder) -> None:
         path.unlink(missing_ok=True)
 
 
-def train_run(
-    config: RunConfig,
-    force: bool = False,
-    progress: bool = True,
-    keep: Iterable[Path] = (),
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainingSummary:
-    """Train (or continue training) the run described by ``config`` and save its best model.
-
-    A run folder trained on other data or by other training code is moved aside (the files
-    of ``keep`` in it, such as its job file, are copied back) and the run starts afresh.
-    ``on_epoch`` receives each trained epoch's ``hist.csv`` row (the search's pruning hook).
-    """
+def _prepare_run(
+    config: RunConfig, identity: RunIdentity, force: bool, keep: Iterable[Path]
+) -> TrainingSummary | None:
+    """Make the run folder ready to train in (rank 0 alone): the summary of a run found
+    trained (skipped), else None. Refuses other settings, moves stale runs aside."""
     run = RunFolder(Path(config.info.run_dir))
-    task = make_task(config)
-    identity = RunIdentity.of(config)
     make_folder(run.path)
     store = CheckpointStore(run)
     if force:
@@ -98,22 +89,80 @@ def train_run(
     if differences:
         stale = move_run_aside(run.path, keep)
         print(f"{run.path}: {differences[0][1]}; moved it to {stale.name}; training afresh")
-        saved = state = None
+        saved = None
     if saved is not None:
         if not (run.path / FINGERPRINT_FILE).is_file():
             mark_trained(run, identity)
         print(f"{run.path}: already trained (best epoch {saved['epoch']}); skipped")
-        return TrainingSummary(saved["epoch"], saved[task.metric], 0, skipped=True)
+        metric = make_task(config).metric
+        return TrainingSummary(saved["epoch"], saved[metric], 0, skipped=True)
     (run.path / FINGERPRINT_FILE).unlink(missing_ok=True)  # not trained until model.pt is saved
     remove_dead_leftovers(run.path)
     remove_dead_leftovers(run.checkpoints)
-    trainer = Trainer(config, task, run, identity.record(), progress, on_epoch)
+    return None
+
+
+def _prepared_on_every_rank(
+    group: ProcessGroup,
+    config: RunConfig,
+    identity: RunIdentity,
+    force: bool,
+    keep: Iterable[Path],
+) -> TrainingSummary | None:
+    """``_prepare_run`` on rank 0, its outcome shared with the other ranks (which stop with
+    an error when it failed, instead of waiting for a rank that will never train)."""
+    if not group.writes:
+        prepared, skipped = group.share(None)
+        if not prepared:
+            raise UserInputError(
+                f"{config.info.name}: rank 0 could not prepare the run (see its error); rank "
+                f"{group.rank} stops"
+            )
+        return skipped
+    try:
+        skipped = _prepare_run(config, identity, force, keep)
+    except BaseException:
+        group.share((False, None))
+        raise
+    group.share((True, skipped))
+    return skipped
+
+
+def train_run(
+    config: RunConfig,
+    force: bool = False,
+    progress: bool = True,
+    keep: Iterable[Path] = (),
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingSummary:
+    """Train (or continue training) the run described by ``config`` and save its best model.
+
+    A run folder trained on other data or by other training code is moved aside (the files
+    of ``keep`` in it, such as its job file, are copied back) and the run starts afresh.
+    ``on_epoch`` receives each trained epoch's ``hist.csv`` row (the search's pruning hook).
+    Started as several processes (``WORLD_SIZE`` > 1, speechbed.training.distributed), the
+    ranks train it together and rank 0 alone prepares the folder and writes.
+    """
+    run = RunFolder(Path(config.info.run_dir))
+    task = make_task(config)
+    group = join_process_group(resolve_device(config.training.device))
+    identity = RunIdentity.of(config)
+    skipped = _prepared_on_every_rank(group, config, identity, force, keep)
+    if skipped is not None:
+        return skipped
+    store = CheckpointStore(run)
+    state = store.latest()
+    trainer = Trainer(config, task, run, identity.record(), progress, on_epoch, group)
     if state is not None:
         trainer.resume(state)
-        print(f"{run.path}: resuming after epoch {state['epoch']}")
+        if group.writes:
+            print(f"{run.path}: resuming after epoch {state['epoch']}")
     trainer.fit()
     best = trainer.best_epoch()
     value = trainer.history[best - 1][task.metric]
+    summary = TrainingSummary(best, value, len(trainer.history), skipped=False)
+    if not group.writes:
+        return summary
     save_model_record(
         run,
         trainer.best_weights(store.load(best)),
@@ -122,4 +171,4 @@ def train_run(
     )
     mark_trained(run, identity)
     print(f"{config.info.name}: best epoch {best}, {task.describe_metric(value)}")
-    return TrainingSummary(best, value, len(trainer.history), skipped=False)
+    return summary

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from speechbed.training.config import TrainingConfig
+from speechbed.training.distributed import ALONE, ProcessGroup
 
 
 def learning_rate(config: TrainingConfig) -> float:
@@ -116,6 +117,10 @@ class GradientStep:
     Before a step the gradients are unscaled and their total 2-norm measured; with
     ``max_grad_norm`` they are scaled down to at most that norm. A non-finite norm without an
     enabled grad scaler raises ``NonFiniteGradients`` and leaves the weights untouched.
+
+    With data-parallel ranks (``group``) a group is ``accumulation x world_size`` batches of
+    the epoch, batch i on rank i mod world_size; the ranks' gradients are summed before the
+    step (speechbed.training.distributed).
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class GradientStep:
         scaler: torch.amp.GradScaler,
         accumulation: int = 1,
         max_grad_norm: float | None = None,
+        group: ProcessGroup = ALONE,
     ) -> None:
         if accumulation < 1:
             raise ValueError(f"accumulation must be at least 1, got {accumulation}")
@@ -131,23 +137,46 @@ class GradientStep:
         self.scaler = scaler
         self.accumulation = accumulation
         self.max_grad_norm = max_grad_norm
+        self.group = group
+        self.steps_in_epoch = 0
 
     def __call__(self, loss: torch.Tensor, index: int, num_batches: int) -> StepOutcome | None:
-        """Back-propagate batch ``index`` (from 0) of ``num_batches``; step at a group's end.
+        """Back-propagate this rank's batch ``index`` (from 0) of the epoch's ``num_batches``
+        (on all ranks); step at a group's end.
 
         Returns the step's outcome after the group's last batch, None before it.
         """
-        position = index % self.accumulation
-        group_size = min(self.accumulation, num_batches - (index - position))
-        if position == 0:
+        ranks, rank = self.group.world_size, self.group.rank
+        batch = index * ranks + rank  # the batch's place in the epoch, over all ranks
+        span = self.accumulation * ranks
+        start = batch - batch % span
+        group_size = min(span, num_batches - start)
+        if batch - start < ranks:  # this rank's first batch of the group
             self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss if group_size == 1 else loss / group_size).backward()
-        if position < group_size - 1:
+        if batch + ranks < start + group_size:
             return None
         return self.step()
 
+    def finish(self, num_batches: int) -> StepOutcome | None:
+        """End an epoch of ``num_batches`` (over all ranks). A rank that had no batch in the
+        epoch's last, short group still takes its step (with zero gradients), as the others
+        wait for its sum; returns that step's outcome, else None."""
+        steps = -(-num_batches // (self.accumulation * self.group.world_size))
+        outcome = None
+        if self.steps_in_epoch < steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            outcome = self.step()
+        self.steps_in_epoch = 0
+        return outcome
+
     def step(self) -> StepOutcome:
         """Unscale, measure, clip, and step with the gradients the parameters hold."""
+        self.steps_in_epoch += 1
+        if self.group.parallel:
+            self.group.sum_gradients(
+                [param for group in self.optimizer.param_groups for param in group["params"]]
+            )
         self.scaler.unscale_(self.optimizer)
         params = [
             param

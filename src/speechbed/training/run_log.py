@@ -52,11 +52,13 @@ class RunLog:
     """The epochs' rows, kept in hist.csv and as TensorBoard events under ``tensorboard/``.
 
     Its state (the rows) is checkpointed; ``open`` rewrites hist.csv from the rows it holds
-    (dropping those of an epoch cut short) and starts the event writer.
+    (dropping those of an epoch cut short) and starts the event writer. With ``writes``
+    False (a data-parallel rank but the first) it keeps the rows and writes nothing.
     """
 
-    def __init__(self, run: RunFolder, metric: str) -> None:
+    def __init__(self, run: RunFolder, metric: str, writes: bool = True) -> None:
         self.run = run
+        self.writes = writes
         self.columns = history_columns(metric)
         self.history: list[dict[str, Any]] = []
         self.writer: Any = None
@@ -70,6 +72,8 @@ class RunLog:
 
     def open(self, steps_done: int = 0) -> None:
         """Start writing; ``steps_done``: the optimiser steps of the epochs in the history."""
+        if not self.writes:
+            return
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
         write_history(self.run.history, self.history, self.columns)
@@ -81,11 +85,15 @@ class RunLog:
 
     def add_step(self, step: int, scalars: dict[str, float]) -> None:
         """Scalars of optimiser step ``step`` (from 1): loss, learning rate, gradient norm."""
+        if not self.writes:
+            return
         for name, value in scalars.items():
             self.step_writer.add_scalar(name, value, step)
 
     def add(self, row: dict[str, Any]) -> None:
         self.history.append(row)
+        if not self.writes:
+            return
         write_history(self.run.history, self.history, self.columns)
         for column in self.columns[1:]:
             # error rates as percentages, as every table and plot shows them (hist.csv: fractions)

@@ -31,8 +31,14 @@ from speechbed.training.checkpoints import (
     RetentionPolicy,
 )
 from speechbed.training.config import RunConfig
+from speechbed.training.distributed import ALONE, ProcessGroup, shard_loader
 from speechbed.training.ema import WeightAverage
-from speechbed.training.optimization import GradientStep, NonFiniteGradients, make_optimizer
+from speechbed.training.optimization import (
+    GradientStep,
+    NonFiniteGradients,
+    StepOutcome,
+    make_optimizer,
+)
 from speechbed.training.run_log import RunLog, best_epoch
 from speechbed.training.schedules import make_schedule
 from speechbed.training.stopping import EarlyStopping
@@ -116,14 +122,17 @@ class Trainer:
         checkpoint_metadata: dict[str, Any],
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        group: ProcessGroup = ALONE,
     ) -> None:
         self.config, self.task, self.run, self.progress = config, task, run, progress
+        # data-parallel ranks (speechbed.training.distributed): only rank 0 writes and prints
+        self.group = group
         # Called with each epoch's hist.csv row once its checkpoint is saved (the search
         # reports dev PER to optuna here; an exception it raises ends the run after that epoch).
         self.on_epoch = on_epoch
         training = self.training = config.training
         self.device = resolve_device(training.device)
-        check_global_batch_size(config)
+        check_global_batch_size(config, group.world_size)
         if training.num_threads is not None:
             torch.set_num_threads(training.num_threads)
         seed = config.training_seed
@@ -131,18 +140,23 @@ class Trainer:
         loader_generator = torch.Generator().manual_seed(seed + 1)
         self.augmentation = torch.Generator().manual_seed(seed + 2)
         data = config.data
-        self.train_loader = task.open_loader(
+        train_loader = task.open_loader(
             data.train_partition, shuffle=True, seed=seed, generator=loader_generator
         )
+        #: the epoch's batches over all ranks (this rank's loader holds its share of them)
+        self.num_batches = len(train_loader)
+        self.train_loader = shard_loader(train_loader, group)
         self.dev_loader = task.open_loader(
             data.dev_partition, shuffle=False, generator=torch.Generator()
         )
-        built = task.build_model(self.train_loader)
+        built = task.build_model(train_loader)
         self.model = built.model.to(self.device)
         self.model_description = built.description
         self.optimizer = make_optimizer(training, self.model, task.parameter_groups(self.model))
         #: optimiser steps per epoch (every epoch has as many batches)
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / training.gradient_accumulation)
+        self.steps_per_epoch = math.ceil(
+            self.num_batches / (training.gradient_accumulation * group.world_size)
+        )
         self.schedule = make_schedule(
             training, self.optimizer, task.lower_is_better, self.steps_per_epoch
         )
@@ -161,9 +175,13 @@ class Trainer:
         self.mixed_precision = self.device.type == "cuda" and training.mixed_precision
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.mixed_precision)
         self.step = GradientStep(
-            self.optimizer, self.scaler, training.gradient_accumulation, training.max_grad_norm
+            self.optimizer,
+            self.scaler,
+            training.gradient_accumulation,
+            training.max_grad_norm,
+            group,
         )
-        self.log = RunLog(run, task.metric)
+        self.log = RunLog(run, task.metric, group.writes)
         self.stopped = False
         self.stop_requested = False  # set by SIGUSR1 while fit runs
         self.checkpoint_metadata = {**checkpoint_metadata, **self.model_description}
@@ -245,6 +263,8 @@ class Trainer:
             "max_grad_norm": max_norm,
         }
         self.log.add(row)
+        if not self.group.writes:
+            return
         print(
             f"{self.config.info.name} epoch {epoch}: loss {loss:.4f}, "
             f"{task.describe_metric(value)}, lr {learning_rate:.3g}, {row['seconds']:.1f} s"
@@ -272,8 +292,8 @@ class Trainer:
         finite gradient norm of its steps (NaN when it had none)."""
         task, model, device = self.task, self.model, self.device
         model.train()
-        total_loss, total_items, max_norm = 0.0, 0, math.nan
-        num_batches = len(self.train_loader)
+        total_loss, total_items = 0.0, 0
+        self.epoch_max_norm = math.nan
         step = (epoch - 1) * self.steps_per_epoch
         group_losses: list[float] = []
         # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
@@ -282,7 +302,7 @@ class Trainer:
             desc=description,
             unit="batch",
             leave=False,
-            disable=not self.progress,
+            disable=not (self.progress and self.group.writes),
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
         for index, batch in enumerate(bar):
@@ -291,30 +311,46 @@ class Trainer:
                 outputs = task.forward(model, batch, device)
             loss = task.loss(outputs, batch, device)
             learning_rate = self.optimizer.param_groups[0]["lr"]
+            batch_number = index * self.group.world_size + self.group.rank + 1
             try:
-                outcome = self.step(loss, index, num_batches)
+                outcome = self.step(loss, index, self.num_batches)
             except NonFiniteGradients as error:
                 name = self.config.info.name
-                raise TrainingDiverged(name, error.norm, step + 1, epoch, index + 1) from None
+                raise TrainingDiverged(name, error.norm, step + 1, epoch, batch_number) from None
             batch_loss = loss.item()
             group_losses.append(batch_loss)
             if outcome is not None:
                 step += 1
-                self.schedule.after_step()
-                scalars = {
-                    "step/loss": sum(group_losses) / len(group_losses),
-                    "step/learning_rate": learning_rate,
-                }
+                self._after_step(outcome, step, learning_rate, group_losses)
                 group_losses = []
-                if outcome.taken:  # a step the grad scaler skipped has no norm to show
-                    scalars["step/grad_norm"] = outcome.norm
-                    max_norm = outcome.norm if math.isnan(max_norm) else max(max_norm, outcome.norm)
-                    if self.average is not None:
-                        self.average.update(model)
-                self.log.add_step(step, scalars)
             items = task.batch_size(batch)
             total_loss += batch_loss * items
             total_items += items
             bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
             self._stop_if_requested(epoch)
-        return total_loss / max(total_items, 1), max_norm
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        try:
+            outcome = self.step.finish(self.num_batches)
+        except NonFiniteGradients as error:
+            name = self.config.info.name
+            raise TrainingDiverged(name, error.norm, step + 1, epoch, self.num_batches) from None
+        if outcome is not None:  # a rank with no batch in the epoch's last, short group
+            self._after_step(outcome, step + 1, learning_rate, [])
+        total_loss, total_items = self.group.sum(total_loss, total_items)
+        return total_loss / max(total_items, 1), self.epoch_max_norm
+
+    def _after_step(
+        self, outcome: StepOutcome, step: int, learning_rate: float, losses: list[float]
+    ) -> None:
+        """Step the schedule and the weight average; log the step's scalars."""
+        self.schedule.after_step()
+        scalars = {"step/learning_rate": learning_rate}
+        if losses:
+            scalars["step/loss"] = sum(losses) / len(losses)
+        if outcome.taken:  # a step the grad scaler skipped has no norm to show
+            scalars["step/grad_norm"] = outcome.norm
+            if not outcome.norm <= self.epoch_max_norm:  # also when that is still NaN
+                self.epoch_max_norm = outcome.norm
+            if self.average is not None:
+                self.average.update(self.model)
+        self.log.add_step(step, scalars)

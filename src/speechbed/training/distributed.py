@@ -1,0 +1,132 @@
+"""Data-parallel training across the processes of a job: ranks, batch shards, gradient sums.
+
+Used by the training loop and the trainer. A job started with ``WORLD_SIZE`` > 1 in its
+environment (``torchrun --nproc-per-node N``, or Slurm tasks that set ``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``) joins one process group: Gloo on CPU,
+NCCL on CUDA. Every rank builds the same loader (same seed, same batch order) and trains on
+its shard of each global step's batches: with N ranks and ``gradient_accumulation`` k, a
+step takes N x k consecutive batches, batch i going to rank i mod N. Each batch's loss is
+divided by the global group's size and the ranks' gradients are summed, so N ranks make the
+step one process makes with N x k accumulation. Only rank 0 writes (hist.csv, TensorBoard,
+checkpoints, model.pt); a rank that dies ends the others at the next collective, after
+``timeout_seconds``, with an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+#: Seconds a collective waits for the other ranks before it fails (a rank died or hangs).
+DEFAULT_TIMEOUT_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among the job's training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.world_size > 1
+
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Replace every parameter's gradient by the sum over the ranks (a missing one is 0)."""
+        if not self.parallel:
+            return
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        flat = torch.cat([param.grad.reshape(-1) for param in params])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for param in params:
+            count = param.grad.numel()
+            param.grad.copy_(flat[offset : offset + count].view_as(param.grad))
+            offset += count
+
+    def sum(self, *values: float) -> list[float]:
+        """Each value summed over the ranks."""
+        if not self.parallel:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable value), on every rank."""
+        if not self.parallel:
+            return value
+        holder = [value]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def barrier(self) -> None:
+        if self.parallel:
+            torch.distributed.barrier()
+
+
+#: The process group of a job that trains in one process.
+ALONE = ProcessGroup()
+
+
+def join_process_group(
+    device: torch.device, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> ProcessGroup:
+    """The job's process group from its environment (``WORLD_SIZE`` unset or 1: this alone)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return ALONE
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
+    return ProcessGroup(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+class ShardedBatches:
+    """A batch sampler's batches of one rank: batch i when i mod world_size is its rank."""
+
+    def __init__(self, batches: Any, group: ProcessGroup) -> None:
+        self.batches = batches
+        self.group = group
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        for index, batch in enumerate(self.batches):
+            if index % self.group.world_size == self.group.rank:
+                yield batch
+
+    def __len__(self) -> int:
+        total, group = len(self.batches), self.group
+        return max(0, (total - group.rank + group.world_size - 1) // group.world_size)
+
+
+def shard_loader(
+    loader: torch.utils.data.DataLoader, group: ProcessGroup
+) -> torch.utils.data.DataLoader:
+    """The loader of this rank's batches (the loader itself for one process)."""
+    if not group.parallel:
+        return loader
+    if loader.batch_sampler is None:
+        raise ValueError("data-parallel training needs a training loader with a batch sampler")
+    return torch.utils.data.DataLoader(
+        loader.dataset,
+        batch_sampler=ShardedBatches(loader.batch_sampler, group),
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        generator=loader.generator,
+    )

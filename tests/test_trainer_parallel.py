@@ -1,0 +1,123 @@
+"""Tests of data-parallel training: two Gloo processes against one with twice the accumulation.
+
+20 utterances in batches of 4 make 5 batches an epoch, so the epoch's last step has one
+batch and the second rank takes a step with no batch of its own. Two epochs of a tiny
+ctc_phones model, no dropout or augmentation (their draws differ between the layouts).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_training import TINY_MODEL, write_cache
+
+from speechbed.training.distributed import ProcessGroup, ShardedBatches
+
+TRAIN = """
+import sys, torch, yaml
+torch.set_num_threads(1)
+from speechbed.training.config import RunConfig
+from speechbed.training.loop import train_run
+train_run(RunConfig.model_validate(yaml.safe_load(open(sys.argv[1]))), progress=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_config(path: Path, run_dir: Path, cache: Path, accumulation: int) -> Path:
+    config = {
+        "info": {"name": "parallel", "seed": 3, "run_dir": str(run_dir)},
+        "data": {"cache_directory": str(cache), "batch_size": 4},
+        "model": dict(TINY_MODEL),
+        "training": {
+            "num_epochs": 2,
+            "log10_learning_rate": -2,
+            "num_threads": 1,
+            "gradient_accumulation": accumulation,
+            "max_grad_norm": 50.0,
+            "ema_decay": 0.5,
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(config: Path, ranks: int) -> None:
+    port = free_port()
+    processes = []
+    for rank in range(ranks):
+        environment = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(ranks),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "GLOO_SOCKET_IFNAME": "lo",
+        }
+        if ranks == 1:
+            environment.pop("WORLD_SIZE")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", TRAIN, str(config)],
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for rank, process in enumerate(processes):
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, f"rank {rank}:\n{output}"
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "hist.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_ranks_train_as_one_process_with_twice_the_accumulation(tmp_path):
+    cache = tmp_path / "cache"
+    write_cache(cache / "train.zarr", 20, seed=1)
+    write_cache(cache / "dev.zarr", 4, seed=2)
+    train(write_config(tmp_path / "one.yml", tmp_path / "one", cache, 2), ranks=1)
+    train(write_config(tmp_path / "two.yml", tmp_path / "two", cache, 1), ranks=2)
+    one = torch.load(tmp_path / "one" / "model.pt", weights_only=False)
+    two = torch.load(tmp_path / "two" / "model.pt", weights_only=False)
+    assert one["epoch"] == two["epoch"]
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5)
+    history = {name: read_history(tmp_path / name) for name in ("one", "two")}
+    for single, parallel in zip(history["one"], history["two"], strict=True):
+        assert float(parallel["loss"]) == pytest.approx(float(single["loss"]), rel=1e-5)
+        assert float(parallel["max_grad_norm"]) == pytest.approx(
+            float(single["max_grad_norm"]), rel=1e-4
+        )
+        assert parallel["dev_per"] == single["dev_per"]
+    # rank 0 alone wrote: one event file per TensorBoard folder, 3 steps an epoch logged once
+    for folder in ("tensorboard", "tensorboard/steps"):
+        assert len(list((tmp_path / "two" / folder).glob("events.out.tfevents.*"))) == 1
+
+
+def test_sharded_batches_split_an_epoch_without_loss_or_repeat():
+    class Batches(list):
+        def set_epoch(self, epoch: int) -> None:
+            pass
+
+    batches = Batches([[index] for index in range(7)])
+    shards = [ShardedBatches(batches, ProcessGroup(rank, 3)) for rank in range(3)]
+    assert [len(shard) for shard in shards] == [3, 2, 2]
+    assert [list(shard) for shard in shards] == [[[0], [3], [6]], [[1], [4]], [[2], [5]]]
