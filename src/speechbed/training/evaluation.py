@@ -41,9 +41,7 @@ class EvaluationJob(RunConfig):
 
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         run = RunFolder(Path(self.info.run_dir))
-        stores = [
-            self.data.source(partition) for partition in scored_partitions(self).values()
-        ]
+        stores = [self.data.source(partition) for partition in scored_partitions(self).values()]
         return [run.model, *stores], [run.results]
 
 
