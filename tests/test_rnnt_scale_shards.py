@@ -102,14 +102,16 @@ def test_ranks_and_workers_read_each_key_once(tmp_path, utterances, per_shard):
     entries, _ = _corpus(tmp_path, utterances)
     summary = write_shards(entries, tmp_path, tmp_path / "shards", per_shard, progress=False)
     expected = sorted(f"{i:09d}_spk-{i:04d}" for i in range(utterances))
-    orders = []
+    orders, sizes = [], []
     for epoch in (0, 1):
         per_rank = _keys_over_ranks_and_workers(summary.pattern, 2, 2, epoch)
         keys = [key for rank_keys in per_rank.values() for key in rank_keys]
         assert sorted(keys) == expected  # no duplicates, no losses
         assert all(len(rank_keys) >= per_shard // 2 for rank_keys in per_rank.values())
         orders.append(keys)
+        sizes.append([len(rank_keys) for rank_keys in per_rank.values()])
     assert orders[0] != orders[1]
+    assert sizes[0] == sizes[1]  # each rank reads as many utterances in every epoch
 
 
 def test_write_shards_script(tmp_path, capsys):

@@ -11,10 +11,11 @@ so a shard that exists is complete and an interrupted job resumes at the first m
 ``shards.json`` (the settings, the manifest digest, the shards and their utterance counts) is
 written first and again when complete; a job whose settings or manifest changed starts over.
 
-Reading, each epoch: every rank shuffles the shard list with the same seed and epoch; with at
-least as many shards as (rank, worker) slots, slot s reads shards s, s + slots, ...; with fewer,
-the slots sharing a shard take every k-th utterance of it, so no slot is idle. Either way every
-utterance is read exactly once per epoch. Utterances then pass a shuffle buffer.
+Reading: with at least as many shards as (rank, worker) slots, slot s reads shards s,
+s + slots, ...; with fewer, the slots sharing a shard take every k-th utterance of it, so no
+slot is idle. Either way every utterance is read exactly once per epoch, and each slot reads as
+many utterances in every epoch (so an epoch has as many batches). Each epoch a slot reads its
+shards in a new order (from the seed, the epoch and the slot), through a shuffle buffer.
 """
 
 from __future__ import annotations
@@ -135,7 +136,17 @@ def write_shards(
         "version": FORMAT_VERSION,
         "utterances_per_shard": utterances_per_shard,
         "manifest_digest": manifest_digest,
-        "shards": [{"name": shard_name(i), "utterances": n} for i, n in enumerate(counts)],
+        "shards": [
+            {
+                "name": shard_name(i),
+                "utterances": n,
+                "durations": [
+                    entry.original_duration
+                    for entry in entries[i * utterances_per_shard : i * utterances_per_shard + n]
+                ],
+            }
+            for i, n in enumerate(counts)
+        ],
         "utterances": len(entries),
     }
     index = output / INDEX_FILE
@@ -169,6 +180,14 @@ def write_shards(
     write_text_atomic(index, complete)
     write_text_atomic(output / FINGERPRINT_FILE, digest([complete]) + "\n")
     return ShardWriteSummary(output, len(counts), written, len(entries))
+
+
+def read_shard_index(urls: Sequence[str]) -> dict | None:
+    """The ``shards.json`` beside local shards (None for remote ones or when it is missing)."""
+    if not urls or "://" in urls[0] or urls[0].startswith("pipe:"):
+        return None
+    index = _read_index(Path(urls[0]).parent / INDEX_FILE)
+    return index if index is not None and index.get("complete") else None
 
 
 def _read_index(path: Path) -> dict | None:
@@ -285,7 +304,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
     """The utterances of WebDataset shards, split across ranks and workers, shuffled.
 
     ``rank``/``world_size`` default to torch.distributed's (one process when not initialised);
-    call ``set_epoch`` before each epoch so every rank shuffles alike and epochs differ.
+    call ``set_epoch`` before each epoch so that epochs are shuffled differently.
     """
 
     def __init__(
@@ -314,18 +333,19 @@ class ShardDataset(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * workers + worker, world_size * workers
 
-    def shard_order(self) -> list[str]:
-        """This epoch's shard list (the same on every rank and worker)."""
-        order = list(self.urls)
+    def slot_readings(self) -> list[ShardReading]:
+        """What this rank and worker reads this epoch: its share, in this epoch's order."""
+        slot, slots = self._slot()
+        readings = slot_readings(len(self.urls), slots, slot)
         if self.shuffle_buffer > 0:
-            random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
-        return order
+            random.Random(f"{self.seed}-{self.epoch}-{slot}").shuffle(readings)
+        return readings
 
-    def _read(self, readings: list[ShardReading], order: list[str]) -> Iterator[ShardSample]:
+    def _read(self, readings: list[ShardReading]) -> Iterator[ShardSample]:
         from webdataset.tariterators import tarfile_samples
 
         for reading in readings:
-            url = order[reading.shard]
+            url = self.urls[reading.shard]
             for index, record in enumerate(tarfile_samples([{"url": url}])):
                 if index % reading.stride != reading.offset:
                     continue
@@ -336,13 +356,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 yield ShardSample(key, audio, record["txt"].decode("utf-8"))
 
     def __iter__(self) -> Iterator[ShardSample]:
-        slot, slots = self._slot()
-        order = self.shard_order()
-        samples = self._read(slot_readings(len(order), slots, slot), order)
+        samples = self._read(self.slot_readings())
         if self.shuffle_buffer <= 1:
             yield from samples
             return
-        rng = random.Random(f"{self.seed}-{self.epoch}-{slot}")
+        rng = random.Random(f"{self.seed}-{self.epoch}-{self._slot()[0]}-buffer")
         buffer: list[ShardSample] = []
         for sample in samples:
             buffer.append(sample)
