@@ -4,12 +4,15 @@ ONNX Runtime and int8 backends; and the augmentation against brute-force referen
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from speechbed.corpora.speech_commands import prepare_speech_commands
 from speechbed.corpora.synthetic_speech_commands import make_synthetic_speech_commands
@@ -91,6 +94,23 @@ def test_tiny_model_well_above_chance_and_its_backends(tiny_stores: Path, tmp_pa
     assert recall == counts[2, 2] / counts[2].sum()
     saved = json.loads((run / "results.json").read_text())
     assert saved["test_accuracy"] == test["accuracy"]
+    # scripts/export.py on the trained run: deployment.json with every backend's figures
+    job_file = tmp_path / "run.yml"
+    job_file.write_text(yaml.safe_dump(run_config(tiny_stores, run)))
+    export = _script("export")
+    assert export.run_jobs_cli(export.ExportJob, export.run, None, ["-y", str(job_file)]) == 0
+    report = json.loads((run / "deployment" / "deployment.json").read_text())
+    assert report["torch"]["parameters"] == 65148 and report["torch"]["macs_per_clip"] == 1_563_264
+    assert report["torch"]["accuracy"] == test["accuracy"] == report["onnx"]["accuracy"]
+    assert report["int8"]["latency"]["median_ms"] > 0 and report["int8"]["latency"]["clips"] == 48
+
+
+def _script(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_training_features_match_the_cache(tiny_stores: Path, tmp_path: Path) -> None:
