@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,13 +38,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(path: Path, run_dir: Path, cache: Path, accumulation: int) -> Path:
+def write_config(
+    path: Path, run_dir: Path, cache: Path, accumulation: int, epochs: int = 2
+) -> Path:
     config = {
         "info": {"name": "parallel", "seed": 3, "run_dir": str(run_dir)},
         "data": {"cache_directory": str(cache), "batch_size": 4},
         "model": dict(TINY_MODEL),
         "training": {
-            "num_epochs": 2,
+            "num_epochs": epochs,
             "log10_learning_rate": -2,
             "num_threads": 1,
             "gradient_accumulation": accumulation,
@@ -54,7 +58,7 @@ def write_config(path: Path, run_dir: Path, cache: Path, accumulation: int) -> P
     return path
 
 
-def train(config: Path, ranks: int) -> None:
+def start(config: Path, ranks: int) -> list[subprocess.Popen]:
     port = free_port()
     processes = []
     for rank in range(ranks):
@@ -79,6 +83,11 @@ def train(config: Path, ranks: int) -> None:
                 text=True,
             )
         )
+    return processes
+
+
+def train(config: Path, ranks: int) -> None:
+    processes = start(config, ranks)
     for rank, process in enumerate(processes):
         output = process.communicate(timeout=300)[0]
         assert process.returncode == 0, f"rank {rank}:\n{output}"
@@ -121,3 +130,24 @@ def test_sharded_batches_split_an_epoch_without_loss_or_repeat():
     shards = [ShardedBatches(batches, ProcessGroup(rank, 3)) for rank in range(3)]
     assert [len(shard) for shard in shards] == [3, 2, 2]
     assert [list(shard) for shard in shards] == [[[0], [3], [6]], [[1], [4]], [[2], [5]]]
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_other_with_an_error_not_a_hang(tmp_path):
+    cache = tmp_path / "cache"
+    write_cache(cache / "train.zarr", 20, seed=1)
+    write_cache(cache / "dev.zarr", 4, seed=2)
+    config = write_config(tmp_path / "run.yml", tmp_path / "run", cache, 1, epochs=50)
+    first, second = start(config, ranks=2)
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch-0001.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert first.poll() is None and time.monotonic() < deadline, "no first checkpoint"
+        time.sleep(0.05)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode != 0
+    assert "Connection closed by peer" in output or "remote worker" in output, output[-2000:]
+    newest = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))[-1]
+    assert torch.load(newest, weights_only=False)["epoch"] >= 1  # whole: a restart resumes
