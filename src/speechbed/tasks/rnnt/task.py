@@ -36,7 +36,8 @@ from speechbed.tasks.rnnt.data import SpeechBatch, open_speech_loader
 from speechbed.training.task import BuiltModel, Task
 
 _FRONT_END_KEYS = ("num_mels", "fft_size", "window_seconds", "hop_seconds", "preemphasis", "dither")
-_DATA_KEYS = ("frame_stacking", "frame_subsampling", "seed", *_FRONT_END_KEYS)
+#: Keys of the model section that are not the transducer's sizes.
+_NOT_TRANSDUCER_KEYS = ("frame_stacking", "frame_subsampling", "seed", *_FRONT_END_KEYS)
 
 
 def front_end_settings(model: RnntModelConfig) -> LogMelSettings:
@@ -45,7 +46,7 @@ def front_end_settings(model: RnntModelConfig) -> LogMelSettings:
 
 def transducer_settings(model: RnntModelConfig, num_tokens: int) -> RnntSettings:
     """The transducer's plain sizes: the model section's, the input of the stacked features."""
-    sizes = model.model_dump(exclude=set(_DATA_KEYS))
+    sizes = model.model_dump(exclude=set(_NOT_TRANSDUCER_KEYS))
     return RnntSettings(
         input_size=model.num_mels * model.frame_stacking, num_tokens=num_tokens, **sizes
     )
