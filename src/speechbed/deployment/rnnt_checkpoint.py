@@ -62,7 +62,7 @@ class DeploymentCheckpoint:
     front_end: LogMelSettings
     frame_stacking: int
     frame_subsampling: int
-    statistics: MelStatistics
+    statistics: MelStatistics | None  # None: per-utterance normalisation (not saveable)
     tokenizer_model: bytes
     alpha: float = DEFAULT_ALPHA
     lstm_activations: tuple[str, str] | None = None  # (gate, cell) when fine-tuned hard
@@ -71,6 +71,11 @@ class DeploymentCheckpoint:
 
     def to_dict(self) -> dict[str, Any]:
         statistics = self.statistics
+        if statistics is None:
+            raise UserInputError(
+                "a deployment checkpoint needs the training set's mel statistics "
+                "(scripts/dump_mel_stats.py; the run's data.mel_statistics)"
+            )
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -157,7 +162,8 @@ def load_deployment_checkpoint(path: str | Path) -> DeploymentCheckpoint:
 
 class DeployedTranscriber:
     """Audio to text with a deployment checkpoint: un-normalised log-mel, streaming
-    normalisation (carried across calls unless ``reset_stream_stats``), stacking, greedy search."""
+    normalisation (carried across calls unless ``reset_stream_stats``), stacking, greedy search.
+    A checkpoint without statistics normalises each utterance by its own, as training does."""
 
     def __init__(
         self,
@@ -172,10 +178,16 @@ class DeployedTranscriber:
         self.model = checkpoint.build_model().to(self.device)
         self.tokenizer = Tokenizer(checkpoint.tokenizer_model, "deployment checkpoint")
         front_end = LogMelFrontEnd(checkpoint.front_end).to(self.device)
-        self.log_mel = log_mel or (lambda audio, counts: front_end(audio, counts, normalize=False))
-        self.normalizer = StreamingNormalizer(
-            checkpoint.statistics, checkpoint.alpha, reset_per_utterance=reset_stream_stats
-        )
+        self.normalizer = None
+        if checkpoint.statistics is None:
+            self.log_mel = log_mel or front_end
+        else:
+            self.log_mel = log_mel or (
+                lambda audio, counts: front_end(audio, counts, normalize=False)
+            )
+            self.normalizer = StreamingNormalizer(
+                checkpoint.statistics, checkpoint.alpha, reset_per_utterance=reset_stream_stats
+            )
         self.max_symbols_per_step = max_symbols_per_step
 
     def transcribe(self, audio: Sequence[torch.Tensor]) -> list[str]:
@@ -189,7 +201,8 @@ class DeployedTranscriber:
             padded[row, : len(samples)] = samples
         with torch.no_grad():
             features, frames = self.log_mel(padded.to(self.device), counts.to(self.device))
-            features = self.normalizer(features, frames)
+            if self.normalizer is not None:
+                features = self.normalizer(features, frames)
             stacked, frames = stack_frames(
                 features, frames, self.checkpoint.frame_stacking, self.checkpoint.frame_subsampling
             )
