@@ -52,12 +52,12 @@ def condition_colours(conditions: Iterable[str]) -> dict[str, tuple[float, ...]]
 
 
 def _score_axis(axis: Axes, values: Iterable[float], score: Score) -> None:
-    """From 0 (or a little below the lowest value, when some are negative) to a little above
-    the highest value: differences are seen at their true size."""
+    """From 0 (or a little below the lowest value, when some are negative: a dB score) to a
+    little above the highest value: differences are seen at their true size."""
     finite = [float(v) for v in values if np.isfinite(v)]
-    low = min(0.0, 1.1 * min(finite, default=0.0))
-    high = max(0.0, 1.1 * max(finite, default=0.0))
-    axis.set_ylim(low, max(high, low + 1.0))
+    lowest, highest = min(finite, default=0.0), max(finite, default=0.0)
+    low = lowest - 0.1 * (highest - lowest) if lowest < 0 else 0.0
+    axis.set_ylim(low, max(low + 1.0, 1.1 * highest, 0.0))
     axis.set_ylabel(score.label)
 
 
