@@ -164,7 +164,7 @@ class GradientStep:
         wait for its sum; returns that step's outcome, else None."""
         steps = -(-num_batches // (self.accumulation * self.group.world_size))
         outcome = None
-        if self.steps_in_epoch < steps:
+        if self.group.parallel and self.steps_in_epoch < steps:
             self.optimizer.zero_grad(set_to_none=True)
             outcome = self.step()
         self.steps_in_epoch = 0

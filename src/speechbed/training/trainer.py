@@ -143,8 +143,8 @@ class Trainer:
         train_loader = task.open_loader(
             data.train_partition, shuffle=True, seed=seed, generator=loader_generator
         )
-        #: the epoch's batches over all ranks (this rank's loader holds its share of them)
-        self.num_batches = len(train_loader)
+        # every rank's batches (this rank's loader holds its share of them)
+        self.all_batches = train_loader
         self.train_loader = shard_loader(train_loader, group)
         self.dev_loader = task.open_loader(
             data.dev_partition, shuffle=False, generator=torch.Generator()
@@ -155,7 +155,7 @@ class Trainer:
         self.optimizer = make_optimizer(training, self.model, task.parameter_groups(self.model))
         #: optimiser steps per epoch (every epoch has as many batches)
         self.steps_per_epoch = math.ceil(
-            self.num_batches / (training.gradient_accumulation * group.world_size)
+            len(train_loader) / (training.gradient_accumulation * group.world_size)
         )
         self.schedule = make_schedule(
             training, self.optimizer, task.lower_is_better, self.steps_per_epoch
@@ -294,6 +294,7 @@ class Trainer:
         model.train()
         total_loss, total_items = 0.0, 0
         self.epoch_max_norm = math.nan
+        num_batches = len(self.all_batches)  # of this epoch, over all ranks
         step = (epoch - 1) * self.steps_per_epoch
         group_losses: list[float] = []
         # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
@@ -313,7 +314,7 @@ class Trainer:
             learning_rate = self.optimizer.param_groups[0]["lr"]
             batch_number = index * self.group.world_size + self.group.rank + 1
             try:
-                outcome = self.step(loss, index, self.num_batches)
+                outcome = self.step(loss, index, num_batches)
             except NonFiniteGradients as error:
                 name = self.config.info.name
                 raise TrainingDiverged(name, error.norm, step + 1, epoch, batch_number) from None
@@ -330,10 +331,10 @@ class Trainer:
             self._stop_if_requested(epoch)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         try:
-            outcome = self.step.finish(self.num_batches)
+            outcome = self.step.finish(num_batches)
         except NonFiniteGradients as error:
             name = self.config.info.name
-            raise TrainingDiverged(name, error.norm, step + 1, epoch, self.num_batches) from None
+            raise TrainingDiverged(name, error.norm, step + 1, epoch, num_batches) from None
         if outcome is not None:  # a rank with no batch in the epoch's last, short group
             self._after_step(outcome, step + 1, learning_rate, [])
         total_loss, total_items = self.group.sum(total_loss, total_items)
