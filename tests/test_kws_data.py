@@ -199,3 +199,13 @@ def test_synthetic_corpus_resumes_and_is_atomic(
     stamp = json.loads((output / synthetic.STAMP_FILE).read_text())
     assert stamp["settings"]["scale"] == "tiny"
     assert synthetic.make_synthetic_speech_commands(output, "tiny", 0, progress=False) is None
+
+
+def test_a_synthetic_clip_is_a_function_of_the_seed() -> None:
+    speaker = synthetic.plan_speakers(synthetic.SCALES["tiny"], seed=0)["train"][0]
+    first = synthetic.word_clip("yes", speaker, 0, seed=0)
+    assert first.shape == (16000,) and first.dtype == np.int16
+    assert np.array_equal(first, synthetic.word_clip("yes", speaker, 0, seed=0))
+    assert not np.array_equal(first, synthetic.word_clip("yes", speaker, 1, seed=0))
+    loud = np.flatnonzero(np.abs(first) > 0.02 * np.abs(first).max())
+    assert 1000 < loud[-1] - loud[0] < 16000  # a word, placed inside the second
