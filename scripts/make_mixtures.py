@@ -9,6 +9,7 @@ already holds the same settings and manifests.
 from pathlib import Path
 from typing import Literal
 
+import pydantic
 from pydantic import Field
 
 from speechbed.corpora.synthetic_mixtures import SCALES, MixingSettings, make_mixtures
@@ -40,6 +41,13 @@ class MakeMixturesJob(JobSchema):
     noise_snr_db: tuple[float, float] | None = Field(
         None, description="range of the speech-to-white-noise ratio (dB); null: no noise"
     )
+
+    @pydantic.field_validator("relative_level_db", "noise_snr_db")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"[{value[0]}, {value[1]}]: the low end comes first")
+        return value
 
 
 def run(job: MakeMixturesJob, context: JobContext) -> None:
