@@ -206,6 +206,23 @@ def test_one_step_of_each_optimizer_against_its_formula():
     assert one_step(rms, 0.3) == pytest.approx(expected, rel=1e-12)
 
 
+def test_lamb_moves_each_tensor_by_the_rate_times_its_norm():
+    # LAMB (You et al.): a tensor moves by lr * |w| (the trust ratio |w| / |r|) along
+    # r = m / (sqrt(v) + eps), whose direction on the first step is that of sign(g)
+    weight = torch.nn.Parameter(torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64))
+    holder = torch.nn.Module()
+    holder.weight = weight
+    optimizer = make_optimizer(TrainingConfig(optimizer="lamb", log10_learning_rate=-1), holder)
+    for _ in range(3):
+        before = weight.detach().clone()
+        weight.grad = torch.tensor([0.3, 0.4, -0.2], dtype=torch.float64)
+        optimizer.step()
+        moved = weight.detach() - before
+        assert float(moved.norm()) == pytest.approx(0.1 * float(before.norm()), rel=1e-5)
+    first = torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64) / math.sqrt(3)
+    assert torch.allclose(moved / moved.norm(), first, atol=1e-3)  # eps 1e-6 bends it a little
+
+
 def test_settings_that_contradict_each_other_are_refused():
     with pytest.raises(ValueError, match="nesterov"):
         TrainingConfig(optimizer="sgd", momentum=0.0, nesterov=True)

@@ -78,7 +78,13 @@ def test_averaged_weights_are_validated_saved_and_resumed_exactly(tmp_path, cach
         scored.append({name: value.clone() for name, value in model.state_dict().items()})
         return dev_metric(self, model, loader, device)
 
+    def output_layer_apart(self, model):  # as RNN-T's joint_net_lr_factor does it
+        output = list(model.output.parameters())
+        rest = [param for param in model.parameters() if all(param is not o for o in output)]
+        return [{"params": rest}, {"params": output, "lr_factor": 0.1}]
+
     monkeypatch.setattr(CtcPhonesTask, "dev_metric", spy)
+    monkeypatch.setattr(CtcPhonesTask, "parameter_groups", output_layer_apart)
     run_dir = tmp_path / "run"
     config = run_config(
         run_dir,
@@ -113,6 +119,11 @@ def test_averaged_weights_are_validated_saved_and_resumed_exactly(tmp_path, cach
         assert not torch.equal(
             checkpoint["ema"]["output.weight"], checkpoint["model"]["output.weight"]
         )
+    # the schedule scaled both groups: the output layer's rate stays a tenth of the others'
+    groups = load(run_dir / "checkpoints" / "epoch-0003.pt")["optimizer"]["param_groups"]
+    assert [group["lr_factor"] for group in groups] == [1.0, 0.1]
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])
+    assert groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** ((6 - 3) / 2))  # after 6 steps
     best = load(run_dir / "checkpoints" / f"epoch-{summary.best_epoch:04d}.pt")
     saved = load(run_dir / "model.pt")
     assert all(torch.equal(value, best["ema"][name]) for name, value in saved["model"].items())

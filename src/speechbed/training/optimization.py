@@ -80,7 +80,9 @@ def make_optimizer(
     if config.optimizer == "lamb":
         from pytorch_optimizer import Lamb  # slow import, only for the runs that use it
 
-        return Lamb(params, betas=betas, **options)
+        # adam_debias: the step is lr, not lr / (1 - beta1^t): as in You et al.'s LAMB each
+        # tensor moves by lr * min(|w|, 10) (the trust ratio), its first steps included
+        return Lamb(params, betas=betas, adam_debias=True, **options)
     if config.optimizer == "sgd":
         momentum = 0.9 if config.momentum is None else config.momentum
         return torch.optim.SGD(params, momentum=momentum, nesterov=config.nesterov, **options)
