@@ -64,8 +64,19 @@ experiment: install  ## expand a sweep: make experiment yml=experiments/X.yml [n
 analyze: install  ## tables, plots and reports of an expanded experiment: make analyze yml=experiments/out/NAME/analyze.yml [args=--dry-run]
 	$(WITH_ENV) $(PY) scripts/analyze.py -y $(yml) $(args)
 
-demo: install  ## synthetic corpus -> feature caches -> demo sweep (lcorr + mcorr) -> analysis; resumes, instant when done
-	$(WITH_ENV) $(PY) scripts/make_synthetic_timit.py -y data_prep/synthetic/make_corpus.yml && $(PY) scripts/prep_timit.py -y data_prep/synthetic/prep.yml && $(PY) scripts/sweep_experiment.py -y $(demo_experiment) --num_jobs $(or $(num_jobs),2) --run
+# make demo recipe=NAME: the recipe's synthetic data pipeline, then its demo experiment.
+recipe ?= timit
+demo_data_timit := data_prep/synthetic/demo.yml
+demo_data_kws := data_prep/speech_commands/synthetic/pipeline.yml
+demo_data_rnnt := data_prep/synthetic_librispeech/pipeline.yml
+demo_data_separation := data_prep/synthetic_mixtures/pipeline.yml
+demo_experiment_kws := experiments/kws_demo.yml
+demo_experiment_rnnt := experiments/rnnt_demo.yml
+demo_experiment_separation := experiments/separation_demo.yml
+
+demo: install  ## a whole study on a synthetic corpus: data -> demo sweep -> analysis [recipe=timit|kws|rnnt|separation] [run_in=...]; resumes, instant when done
+	@[ -n "$(demo_data_$(recipe))" ] || { echo "error: recipe=$(recipe) is not a recipe (timit, kws, rnnt, separation)" >&2; exit 2; }
+	$(WITH_ENV) $(PY) scripts/pipeline.py -y $(demo_data_$(recipe)) $(if $(run_in),--run_in $(run_in)) && $(PY) scripts/sweep_experiment.py -y $(or $(demo_experiment_$(recipe)),$(demo_experiment)) --num_jobs $(or $(num_jobs),2) $(if $(run_in),--run_in $(run_in)) --run
 
 search: install  ## hyperparameter search: make search yml=experiments/search/X.yml [num_workers=N] [num_gpus=1] [run_in=host|container|slurm] [gpus=0,1]
 	$(WITH_ENV) $(PY) scripts/search.py -y $(yml) --num_workers $(or $(num_workers),1) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(args)

@@ -60,6 +60,8 @@ export SPEECHBED_SLURM_SIGNAL_SECONDS="${SPEECHBED_SLURM_SIGNAL_SECONDS:-}"
 export SPEECHBED_SLURM_MAX_REQUEUES="${SPEECHBED_SLURM_MAX_REQUEUES:-}"
 # Seconds between state queries (scontrol) per running job; empty = 10.
 export SPEECHBED_SLURM_POLL_SECONDS="${SPEECHBED_SLURM_POLL_SECONDS:-}"
+# 1 (default): the jobs of a step that share script and resources go in as one job array; 0: one sbatch per job.
+export SPEECHBED_SLURM_ARRAYS="${SPEECHBED_SLURM_ARRAYS:-}"
 
 # Host ports for JupyterLab and TensorBoard.
 export JUPYTER_HOST_PORT="${JUPYTER_HOST_PORT:-8888}"
