@@ -22,6 +22,12 @@ _MODULE_NAME = re.compile(r"speechbed(\.[A-Za-z_][A-Za-z0-9_]*)+")
 #: The ML code, which the pipeline launches as scripts and never imports.
 ML_PACKAGES = ("speechbed.training", "speechbed.tasks", "speechbed.models",
                "speechbed.decoding", "speechbed.mellin", "speechbed.features")  # fmt: skip
+#: What may not be imported by code that reads run configs but runs no ML code.
+SCHEMA_ONLY = ("speechbed.models", "speechbed.decoding", "speechbed.mellin",
+               "speechbed.features.loader", "speechbed.training.trainer",
+               "speechbed.training.loop", "speechbed.training.evaluation",
+               "speechbed.training.task", "speechbed.training.checkpoints",
+               "speechbed.training.data", "speechbed.deployment")  # fmt: skip
 #: Each package with what it must never import (DESIGN: layers point down).
 FORBIDDEN = {
     "speechbed.pipeline": ML_PACKAGES,
@@ -35,6 +41,12 @@ FORBIDDEN = {
     "speechbed.jobs": ML_PACKAGES + ("speechbed.pipeline", "speechbed.sweep"),
     "speechbed.outputs": ("speechbed.jobs", "speechbed.pipeline", *ML_PACKAGES),
     "speechbed.lineage": ("speechbed.jobs", "speechbed.pipeline", *ML_PACKAGES),
+    # the reports and the sweep read run configs through the schema modules only (no torch)
+    "speechbed.reports": SCHEMA_ONLY,
+    "speechbed.sweep": SCHEMA_ONLY,
+    # the trainer serves every recipe and knows none of what is built on it
+    "speechbed.training": ("speechbed.deployment", "speechbed.reports", "speechbed.sweep",
+                           "speechbed.search", "speechbed.pipeline"),
 }  # fmt: skip
 MAX_LINES = 420
 
