@@ -85,10 +85,17 @@ ALONE = ProcessGroup()
 def join_process_group(
     device: torch.device, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
 ) -> ProcessGroup:
-    """The job's process group from its environment (``WORLD_SIZE`` unset or 1: this alone)."""
+    """The job's process group from its environment (``WORLD_SIZE`` unset or 1: this alone).
+
+    On CUDA each rank takes the GPU of its ``LOCAL_RANK`` among those the job sees, before
+    any model is built (``torch.device("cuda")`` then means that GPU).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return ALONE
+    if device.type == "cuda":  # one GPU a rank: the job's visible GPUs in local rank order
+        local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
     if not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
