@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, run_dir: Path, cache: Path, accumulation: int, epochs: int = 2
+    path: Path, run_dir: Path, cache: Path, accumulation: int, epochs: int = 2, **training
 ) -> Path:
     config = {
         "info": {"name": "parallel", "seed": 3, "run_dir": str(run_dir)},
@@ -52,6 +52,7 @@ def write_config(
             "gradient_accumulation": accumulation,
             "max_grad_norm": 50.0,
             "ema_decay": 0.5,
+            **training,
         },
     }
     path.write_text(yaml.safe_dump(config))
@@ -151,3 +152,26 @@ def test_a_rank_that_dies_ends_the_other_with_an_error_not_a_hang(tmp_path):
     assert "Connection closed by peer" in output or "remote worker" in output, output[-2000:]
     newest = sorted((tmp_path / "run" / "checkpoints").glob("epoch-*.pt"))[-1]
     assert torch.load(newest, weights_only=False)["epoch"] >= 1  # whole: a restart resumes
+
+
+@pytest.mark.slow
+def test_a_data_parallel_run_with_random_draws_resumes_exactly(tmp_path):
+    cache = tmp_path / "cache"
+    write_cache(cache / "train.zarr", 20, seed=1)
+    write_cache(cache / "dev.zarr", 4, seed=2)
+    noisy = {"dropout_prob": 0.2, "noise_eps": 0.1, "max_time_mask": 3, "num_time_mask": 1}
+    config = write_config(
+        tmp_path / "run.yml", tmp_path / "run", cache, 1, 3, keep_last_and_best_only=False, **noisy
+    )
+    train(config, ranks=2)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    whole = torch.load(checkpoints / "epoch-0003.pt", weights_only=False)
+    assert len(whole["rank_random_states"]) == 2
+    # lose the last epoch, as a killed job would: both ranks resume after epoch 2
+    (checkpoints / "epoch-0003.pt").unlink()
+    (tmp_path / "run" / "model.pt").unlink()
+    train(config, ranks=2)
+    again = torch.load(checkpoints / "epoch-0003.pt", weights_only=False)
+    for key in ("model", "ema"):
+        for name, value in whole[key].items():
+            assert torch.equal(value, again[key][name]), (key, name)

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from speechbed.training.checkpoints import capture_random_states, restore_random_states
+
 #: Seconds a collective waits for the other ranks before it fails (a rank died or hangs).
 DEFAULT_TIMEOUT_SECONDS = 600
 
@@ -73,9 +75,53 @@ class ProcessGroup:
         torch.distributed.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        if not self.parallel:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
     def barrier(self) -> None:
         if self.parallel:
             torch.distributed.barrier()
+
+
+#: Rank r > 0 seeds its dropout and augmentation draws with the run's seed + r x this.
+RANK_SEED_STRIDE = 1_000_003
+
+
+class RankRandomStates:
+    """Each rank's own random states (global generators, augmentation) for its checkpoints.
+
+    Ranks draw dropout and augmentation apart, so the checkpoint (written by rank 0) holds
+    all of them, gathered by ``gather`` on every rank before rank 0 saves; a resumed rank
+    takes its own back, and a data-parallel run resumes exactly too.
+    """
+
+    def __init__(self, group: ProcessGroup, augmentation: torch.Generator) -> None:
+        self.group = group
+        self.augmentation = augmentation
+        self.gathered: list[dict[str, Any]] = []
+
+    def gather(self) -> None:
+        """Collect every rank's states now (a collective: every rank calls it)."""
+        own = {"global": capture_random_states(), "augmentation": self.augmentation.get_state()}
+        self.gathered = self.group.gather(own)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return self.gathered
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != self.group.world_size:
+            raise ValueError(
+                f"the checkpoint holds the random states of {len(states)} ranks, not "
+                f"{self.group.world_size}: resume with as many processes as it was trained with"
+            )
+        own = states[self.group.rank]
+        restore_random_states(own["global"])
+        self.augmentation.set_state(own["augmentation"])
 
 
 #: The process group of a job that trains in one process.

@@ -31,7 +31,13 @@ from speechbed.training.checkpoints import (
     RetentionPolicy,
 )
 from speechbed.training.config import RunConfig
-from speechbed.training.distributed import ALONE, ProcessGroup, shard_loader
+from speechbed.training.distributed import (
+    ALONE,
+    RANK_SEED_STRIDE,
+    ProcessGroup,
+    RankRandomStates,
+    shard_loader,
+)
 from speechbed.training.ema import WeightAverage
 from speechbed.training.optimization import (
     GradientStep,
@@ -150,6 +156,10 @@ class Trainer:
             data.dev_partition, shuffle=False, generator=torch.Generator()
         )
         built = task.build_model(train_loader)
+        if group.rank > 0:  # its own dropout and augmentation draws (rank 0's: one process's)
+            seed_everything(seed + RANK_SEED_STRIDE * group.rank)
+            self.augmentation.manual_seed(seed + 2 + RANK_SEED_STRIDE * group.rank)
+        self.rank_states = RankRandomStates(group, self.augmentation) if group.parallel else None
         self.model = built.model.to(self.device)
         self.model_description = built.description
         self.optimizer = make_optimizer(training, self.model, task.parameter_groups(self.model))
@@ -198,6 +208,7 @@ class Trainer:
                 "loader_generator": GeneratorState(loader_generator),
                 "augmentation_generator": GeneratorState(self.augmentation),
                 "random_states": GlobalRandomStates(),
+                "rank_random_states": self.rank_states,  # after the above: a rank's own
                 "history": self.log,
             },
         )
@@ -263,6 +274,8 @@ class Trainer:
             "max_grad_norm": max_norm,
         }
         self.log.add(row)
+        if self.rank_states is not None:
+            self.rank_states.gather()
         if not self.group.writes:
             return
         print(
