@@ -8,6 +8,7 @@ unchanged.
 
 from pathlib import Path
 
+import pydantic
 from pydantic import Field
 
 from speechbed.corpora.speech_commands import KEYWORDS, WORDS_V2, prepare_speech_commands
@@ -32,6 +33,16 @@ class PrepSpeechCommandsJob(JobSchema):
         0.1, ge=0.0, le=10.0, description="unknown clips (other words) per keyword clip"
     )
     seed: int = Field(0, description="seed of the unknown and silence draws")
+
+    @pydantic.field_validator("keywords")
+    @classmethod
+    def _words_of_v2(cls, value: list[str]) -> list[str]:
+        unknown = [word for word in value if word not in WORDS_V2]
+        if unknown or len(set(value)) != len(value):
+            raise ValueError(
+                f"need distinct words of Speech Commands v2; {unknown or 'repeated words'}"
+            )
+        return value
 
 
 def run(job: PrepSpeechCommandsJob, context: JobContext) -> None:
