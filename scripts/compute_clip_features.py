@@ -9,12 +9,13 @@ rebuilt; ``--force`` redoes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
 from speechbed.features.clip_build import build_clip_store
 from speechbed.features.clip_settings import NAMED_CLIP_FEATURES, resolve_clip_feature
@@ -23,6 +24,8 @@ from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class ComputeClipFeaturesJob(JobSchema):
+    code_versions: ClassVar[dict[str, int]] = {"clip_features": CODE_VERSIONS["clip_features"]}
+
     input_path: Path = Field(description="clip manifest folder (scripts/prep_speech_commands.py)")
     partitions: list[str] = Field(
         ["train", "dev", "test"],

@@ -7,15 +7,21 @@ resumes where it stopped.
 """
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.synthetic_speech_commands import SCALES, make_synthetic_speech_commands
 from speechbed.jobs import JobSchema, output_path
 from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class MakeSyntheticSpeechCommandsJob(JobSchema):
+    code_versions: ClassVar[dict[str, int]] = {
+        "synthetic_speech_commands": CODE_VERSIONS["synthetic_speech_commands"]
+    }
+
     output_path: Path = output_path(
         description="corpus root to write (receives one folder per word)"
     )

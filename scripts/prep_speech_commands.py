@@ -7,16 +7,22 @@ unchanged.
 """
 
 from pathlib import Path
+from typing import ClassVar
 
 import pydantic
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.speech_commands import KEYWORDS, WORDS_V2, prepare_speech_commands
 from speechbed.jobs import JobSchema, input_path, output_path
 from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class PrepSpeechCommandsJob(JobSchema):
+    code_versions: ClassVar[dict[str, int]] = {
+        "prep_speech_commands": CODE_VERSIONS["prep_speech_commands"]
+    }
+
     input_path: Path = input_path(description="Speech Commands v2 root (one folder per word)")
     output_path: Path = output_path(
         description="manifest folder: receives <partition>.jsonl, noise.jsonl, classes.txt"

@@ -14,4 +14,7 @@ CODE_VERSIONS: dict[str, int] = {
     "synthetic_librispeech": 1,
     "asr_prep": 1,
     "tokenizer": 1,
+    "synthetic_speech_commands": 1,
+    "prep_speech_commands": 1,
+    "clip_features": 1,
 }

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
 from speechbed.lineage import fingerprint
 from speechbed.outputs import atomic_output, write_text_atomic
@@ -50,7 +51,7 @@ PARTITIONS = ("train", "dev", "test")
 NOISE_SPANS = {"train": (0.0, 0.8), "dev": (0.8, 0.9), "test": (0.9, 1.0)}
 CLASSES_FILE = "classes.txt"
 PREP_RECORD = "prep.json"
-PREP_VERSION = 1
+PREP_VERSION = CODE_VERSIONS["prep_speech_commands"]
 #: The dataset's split rule: a hash of the speaker id, mapped to a percentage.
 MAX_FILES_PER_WORD = 2**27 - 1
 _CLIP_NAME = re.compile(r"^(?P<speaker>[^_/]+)_nohash_(?P<number>\d+)\.wav$")

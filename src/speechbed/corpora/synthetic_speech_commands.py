@@ -29,6 +29,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.espeak import Espeak, Voice
 from speechbed.corpora.speech_commands import (
     KEYWORDS,
@@ -46,7 +47,7 @@ from speechbed.lineage import digest, write_folder_fingerprint
 from speechbed.outputs import make_folder, remove_path, write_bytes_atomic
 
 #: Bump when the generator's output changes, so corpora made by older code are redone.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = CODE_VERSIONS["synthetic_speech_commands"]
 STAMP_FILE = "SPEECHBED_SYNTHETIC.json"
 NOISE_TYPES = ("white_noise", "pink_noise", "hum", "babble")
 #: A word is audible where the audio exceeds this share of its peak.

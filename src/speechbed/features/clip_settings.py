@@ -21,11 +21,12 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.errors import UserInputError
 from speechbed.jobs import problems_in_one_line
 
 #: Bump when the clip feature code changes what it writes (stores of older code are redone).
-CLIP_FEATURE_VERSION = 1
+CLIP_FEATURE_VERSION = CODE_VERSIONS["clip_features"]
 
 
 class ClipFeatureSettings(pydantic.BaseModel):
