@@ -114,6 +114,11 @@ def run_with_lineage(
     Another process producing the same output is waited for; the job then runs and its own
     up-to-date check finds the output done. Inputs are fingerprinted once the locks are held.
     """
+    if int(os.environ.get("RANK", "0")) > 0:
+        # a data-parallel training rank but the first (torchrun, Slurm): rank 0 holds the
+        # output locks and measures the lineage; this one only trains beside it
+        run(job, context)
+        return Lineage()
     inputs, outputs = job.lineage_paths() if isinstance(job, JobSchema) else ([], [])
     versions = job.code_versions if isinstance(job, JobSchema) else {}
     with contextlib.ExitStack() as locks:
@@ -129,6 +134,8 @@ def run_with_lineage(
 
 def _report_lineage(lineage: Lineage) -> int:
     """Hand the lineage to the pipeline runner that started us (``SPEECHBED_LINEAGE_FILE``)."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        return 0  # rank 0 reports the job's lineage
     target = os.environ.get(LINEAGE_FILE_VARIABLE, "").strip()
     if not target:
         return 0
