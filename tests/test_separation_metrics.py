@@ -110,6 +110,7 @@ def test_si_sdr_of_a_hand_worked_case_and_against_fast_bss_eval() -> None:
     np.testing.assert_allclose(ours, expected, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:mir_eval.separation.bss_eval_sources:FutureWarning")
 def test_bss_eval_scores_match_mir_eval_and_follow_the_best_permutation() -> None:
     mir_eval = pytest.importorskip("mir_eval")
     rng = np.random.default_rng(4)
