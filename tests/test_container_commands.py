@@ -462,3 +462,26 @@ def test_a_gpu_request_on_a_machine_without_gpus_is_one_clear_line(tmp_path) -> 
         "error: gpus=0: GPU(s) 0 not on this machine (its GPUs: none, from none found); "
         "leave gpus= out to run without a GPU"
     ]
+
+
+def test_a_data_parallel_job_runs_torchrun_in_the_container(folders) -> None:
+    import dataclasses
+
+    config = folders["elsewhere"] / "my run's $HOME.yml"
+    config.write_text("model: {}\n")
+    base = _environ(
+        folders, CONTAINER_ENGINE="docker", DOCKER_IMAGE_NAME="sb:dev", CUDA_VISIBLE_DEVICES="4,6"
+    )
+    settings = ContainerSettings.from_environment(base)
+    job = dataclasses.replace(_job(folders, config, ("--x=$(id)",)), num_gpus=2, processes=2)
+    invocation = job_invocation(settings, job, [4, 6], base)
+    argv = invocation.argv
+    assert argv[argv.index("--gpus") + 1] == '"device=4,6"'  # seen as GPUs 0 and 1 inside
+    assert argv[argv.index("sb:dev") + 1 :] == [
+        "python", "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+        "--nproc-per-node=2", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "--module", "speechbed.pipeline.data_parallel", "/workspace/scripts/train.py", "-y",
+        "/storage/job/train-a/config/my run's $HOME.yml", "--x=$(id)",
+    ]  # fmt: skip
+    names = {argv[index + 1] for index, item in enumerate(argv) if item == "--env"}
+    assert "CUDA_VISIBLE_DEVICES" not in names  # inside, LOCAL_RANK r takes GPU r of 0..n-1

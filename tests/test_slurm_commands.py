@@ -418,3 +418,38 @@ def test_arrays_are_split_at_slurms_array_size_and_can_be_switched_off(tmp_path,
     assert not any(arg.startswith("--array") for arg in executor.launch(jobs[0], [], base).argv)
     with pytest.raises(UserInputError, match="SPEECHBED_SLURM_ARRAYS='maybe'"):
         SlurmSettings.from_environment({"SPEECHBED_SLURM_ARRAYS": "maybe"})
+
+
+# ---------------------------------------------------------------- data-parallel jobs
+
+
+def test_a_data_parallel_job_is_one_task_on_one_node_running_torchrun(tmp_path):
+    odd = dataclasses.replace(
+        _job(tmp_path, num_gpus=2),
+        script=ODD / "train.py",
+        config=ODD / "-run.yml",
+        args=("--x=$(id)",),
+        processes=2,
+    )
+    base = {"PATH": "/bin"}
+    argv = SlurmExecutor(base).launch(odd, [], base).argv
+    sbatch = argv[argv.index("--") + 1 :]
+    options = sbatch[: sbatch.index("/dev/stdin")]
+    assert "--gres=gpu:2" in options and "--nodes=1" in options and "--ntasks=1" in options
+    ranks = sbatch[sbatch.index("--", sbatch.index("/dev/stdin")) + 1 :]
+    assert ranks == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+        "--nproc-per-node=2", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "--module", "speechbed.pipeline.data_parallel",
+        str(ODD / "train.py"), "-y", str(ODD / "-run.yml"), "--x=$(id)",
+    ]  # fmt: skip
+    one = SlurmExecutor(base).launch(_job(tmp_path, num_gpus=2), [], base).argv
+    assert "--ntasks=1" not in one  # a one-process job's sbatch line is as before
+
+
+def test_arrays_group_only_jobs_with_equal_processes(tmp_path):
+    jobs = [dataclasses.replace(job, num_gpus=2) for job in _runs(tmp_path, 4)]
+    jobs[1] = dataclasses.replace(jobs[1], processes=2)
+    jobs[3] = dataclasses.replace(jobs[3], processes=2)
+    groups = [[job.name for job in group] for group in array_groups(jobs)]
+    assert groups == [["run0", "run2"], ["run1", "run3"]]

@@ -54,9 +54,39 @@ class Launch:
     handle: str | None = None
 
 
+#: Signals torchrun passes on to its ranks: its own four and SIGUSR1, Slurm's warning before
+#: a time limit or preemption (the trainer checkpoints and stops on it).
+DATA_PARALLEL_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
+def step_command(
+    python: str, script: str, config: str, args: Sequence[str], processes: int = 1
+) -> list[str]:
+    """``python SCRIPT -y CONFIG ARGS...``; with ``processes`` > 1 the same command as that
+    many data-parallel ranks on this machine: torchrun (``python -m torch.distributed.run
+    --standalone``, which sets RANK, LOCAL_RANK, WORLD_SIZE and a free rendezvous port) runs
+    each rank through ``speechbed.pipeline.data_parallel``, which ties the rank's life to
+    torchrun's (torchrun starts its ranks in sessions of their own, out of the job's group)."""
+    command = [script, "-y", config, *args]
+    if processes == 1:
+        return [python, *command]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc-per-node={processes}",
+        f"--signals-to-handle={DATA_PARALLEL_SIGNALS}",
+        "--module",
+        "speechbed.pipeline.data_parallel",
+        *command,
+    ]
+
+
 def job_argv(job: PlannedJob) -> list[str]:
-    """``python SCRIPT -y CONFIG ARGS...`` with the runner's interpreter: what every job runs."""
-    return [sys.executable, str(job.script), "-y", str(job.config), *job.args]
+    """What every job runs, with the runner's interpreter (``step_command``)."""
+    return step_command(sys.executable, str(job.script), str(job.config), job.args, job.processes)
 
 
 def job_environment(

@@ -121,7 +121,13 @@ def load_pipeline(
             )
         if not config.is_file():
             raise UserInputError(f"{where}: config {step.config} not found (looked at {config})")
-        if run_in is not None and script.resolve() != (root / PIPELINE_SCRIPT).resolve():
+        nested = script.resolve() == (root / PIPELINE_SCRIPT).resolve()
+        if nested and step.processes > 1:
+            raise UserInputError(
+                f"{where}: key 'processes': a nested pipeline only schedules; give its "
+                "training jobs processes instead"
+            )
+        if run_in is not None and not nested:
             step = step.model_copy(update={"run_in": run_in})
         if step.run_in not in executors:
             try:
@@ -153,6 +159,7 @@ def load_pipeline(
             pipeline=name,
             log_path=artifacts / "logs" / name / f"{job_name}.log",
             slurm=step.slurm,
+            processes=step.processes,
         )
         try:
             executors[step.run_in].check(job)

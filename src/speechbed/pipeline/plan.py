@@ -32,3 +32,4 @@ class PlannedJob:
     pipeline: str
     log_path: Path
     slurm: SlurmJobOptions | None = None  # the step's own sbatch options (run_in: slurm)
+    processes: int = 1  # data-parallel ranks (torchrun on one machine), one GPU each

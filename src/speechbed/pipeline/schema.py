@@ -34,6 +34,13 @@ class PipelineStep(JobSchema):
         description="executor: host | container | slurm (SPEECHBED_RUN_IN or --run_in overrides)",
     )
     num_gpus: int = Field(default=0, ge=0, description="GPUs leased for the job's whole life")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        description="data-parallel processes of a training job, started by torchrun "
+        "(python -m torch.distributed.run --standalone) on one machine, one GPU each: at most "
+        "num_gpus; with num_gpus: 0 they train on CPU (Gloo)",
+    )
     blocking: bool = Field(
         default=False,
         description="barrier: starts after every earlier job finished; later jobs wait for it",
@@ -51,6 +58,16 @@ class PipelineStep(JobSchema):
         if name is not None and not JOB_NAME.fullmatch(name):
             raise ValueError("use letters, digits, '.', '_' and '-' (it names the log file)")
         return name
+
+    @pydantic.model_validator(mode="after")
+    def _one_gpu_per_process(self) -> PipelineStep:
+        if self.num_gpus and self.processes > self.num_gpus:
+            raise ValueError(
+                f"processes: {self.processes} but num_gpus: {self.num_gpus}; each data-parallel "
+                "process takes one GPU, so give num_gpus >= processes (or num_gpus: 0 to train "
+                "on CPU)"
+            )
+        return self
 
     @pydantic.field_validator("args", mode="before")
     @classmethod

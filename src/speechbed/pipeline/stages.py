@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechbed.errors import UserInputError
+from speechbed.pipeline.launch import step_command
 from speechbed.pipeline.loader import PIPELINE_SCRIPT, Pipeline, load_pipeline
 from speechbed.pipeline.plan import PlannedJob
 
@@ -136,4 +137,6 @@ def restrict(pipeline: Pipeline, tree: list[StageNode], picked: set[str]) -> Pip
 
 
 def command_of(job: PlannedJob) -> str:
-    return shlex.join(["python", str(job.script), "-y", str(job.config), *job.args])
+    return shlex.join(
+        step_command("python", str(job.script), str(job.config), job.args, job.processes)
+    )

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from speechbed.errors import UserInputError
 from speechbed.pipeline.container.settings import GPU_MODES, ContainerSettings
+from speechbed.pipeline.launch import step_command
 from speechbed.pipeline.plan import PlannedJob
 from speechbed.storage import ROOT_VARIABLE, STORAGE_FOLDERS, storage_directory
 from speechbed.variables import referenced_variables
@@ -278,7 +279,7 @@ def job_invocation(
         name=name,
         mounts=mounts,
         env_names=list(env),
-        command=[settings.python, str(script), "-y", str(config), *job.args],
+        command=step_command(settings.python, str(script), str(config), job.args, job.processes),
         gpu_flags=gpu_flags,
         labels={"speechbed.pipeline": job.pipeline, "speechbed.job": job.name},
     )

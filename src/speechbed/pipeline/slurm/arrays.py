@@ -42,11 +42,11 @@ RunCommand = Callable[[Sequence[str], str | None], tuple[int, str, str]]
 
 def _resources(job: PlannedJob) -> tuple[object, ...]:
     options = job.slurm.model_dump_json() if job.slurm is not None else ""
-    return (job.pipeline, job.root, job.script, job.num_gpus, job.blocking, options)
+    return (job.pipeline, job.root, job.script, job.num_gpus, job.processes, job.blocking, options)
 
 
 def array_groups(jobs: Sequence[PlannedJob]) -> list[list[PlannedJob]]:
-    """The jobs that share script and resources, in groups of two to ``MAX_ARRAY_SIZE``, in
+    """The jobs that share script and resources (GPUs and data-parallel processes), in groups of two to ``MAX_ARRAY_SIZE``, in
     job order."""
     groups: dict[tuple[object, ...], list[PlannedJob]] = {}
     for job in jobs:

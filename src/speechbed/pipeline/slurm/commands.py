@@ -66,13 +66,16 @@ def sbatch_command(
     argv: Sequence[str],
     after: Sequence[str] = (),
     array: bool = False,
+    processes: int = 1,
 ) -> list[str]:
     """``sbatch`` for one job: the batch script comes on stdin (``BATCH_SCRIPT``), ``argv``
     are its arguments. The cluster settings come first and the job's own options after
     them, so the job's win; requeueable, with SIGUSR1 to the batch step before the limit.
     With ``after`` (Slurm job ids) it starts only once they all completed, and Slurm
     cancels it when one of them fails (it would wait forever otherwise). With ``array``,
-    ``output``'s name is a pattern (``%a``, the element's index) and its folder is not."""
+    ``output``'s name is a pattern (``%a``, the element's index) and its folder is not.
+    A job of ``processes`` > 1 data-parallel ranks is still one task on one node: torchrun,
+    in ``argv``, starts the ranks there on the job's GPUs."""
     own = options or SlurmJobOptions()
     command = [
         "sbatch",
@@ -91,6 +94,8 @@ def sbatch_command(
     partition = own.partition or settings.partition
     account = own.account or settings.account
     time = own.time or settings.time
+    if processes > 1:
+        command += ["--nodes=1", "--ntasks=1"]
     if partition:
         command.append(f"--partition={partition}")
     if account:

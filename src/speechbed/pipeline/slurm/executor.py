@@ -169,6 +169,7 @@ class SlurmExecutor(Executor):
             argv=batch,
             after=after,
             array=in_array is not None,
+            processes=job.processes,
         )
         watcher = [
             sys.executable,

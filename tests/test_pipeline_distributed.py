@@ -1,0 +1,159 @@
+"""Pipeline jobs of several data-parallel processes (``processes: N``) on the host, on CPU (Gloo).
+
+A train job of two processes, started by the runner through torchrun, is compared with the
+same run trained by one process with twice the gradient accumulation (the trainer's
+equivalence, ``test_trainer_parallel``): the same model within float tolerance and the same
+hist.csv. The tiny feature stores are conftest's ``cache_directory`` (16 training
+utterances in batches of 4: two steps an epoch either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_trainer_parallel import read_history, write_config
+
+from speechbed.pipeline.cli import main
+from speechbed.pipeline.launch import step_command
+from speechbed.pipeline.schema import PipelineStep
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPOSITORY / "scripts" / "train.py"
+
+
+def write_pipeline(path: Path, jobs: list[dict], num_jobs: int = 1) -> Path:
+    document = {"num_jobs": num_jobs, "allow_outside_scripts": True, "jobs": jobs}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def run(environ: dict[str, str], pipeline: Path, *flags: str) -> tuple[int, str]:
+    output = io.StringIO()
+    code = main(["-y", str(pipeline), *flags], environ=environ, stream=output)
+    return code, output.getvalue()
+
+
+@pytest.fixture
+def cpu_env(testbed_env: dict[str, str]) -> dict[str, str]:
+    # One thread per rank on this small machine; Gloo on the loopback device.
+    return {**testbed_env, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+
+def test_step_command_is_a_list_and_torchrun_for_several_processes():
+    odd = ("/a b/it's $(x).py", "-y.yml", ["--flag", "a;b"])
+    assert step_command("py", *odd) == ["py", "/a b/it's $(x).py", "-y", "-y.yml", "--flag", "a;b"]
+    ranks = step_command("py", *odd, processes=3)
+    assert ranks[:6] == ["py", "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                         "--nproc-per-node=3"]  # fmt: skip
+    assert ranks[-6:] == ["speechbed.pipeline.data_parallel", "/a b/it's $(x).py", "-y",
+                          "-y.yml", "--flag", "a;b"]  # fmt: skip
+    # torchrun's own options as torch 2.13 reads them: the script and its args come through
+    from torch.distributed.run import get_args_parser
+
+    parsed = get_args_parser().parse_args(ranks[3:])
+    assert parsed.standalone and parsed.nproc_per_node == "3" and parsed.module
+    assert parsed.training_script == "speechbed.pipeline.data_parallel"
+    assert parsed.training_script_args == ["/a b/it's $(x).py", "-y", "-y.yml", "--flag", "a;b"]
+    assert "SIGUSR1" in parsed.signals_to_handle.split(",")
+
+
+def test_more_processes_than_gpus_is_refused_before_anything_starts(
+    tmp_path, cpu_env, recording_job, capsys
+):
+    job = {"script": "record_job.py", "config": "job.yml", "num_gpus": 2, "processes": 3}
+    pipeline = write_pipeline(tmp_path / "p.yml", [job])
+    code, output = run({**cpu_env, "SPEECHBED_GPUS": "0,1"}, pipeline)
+    error = capsys.readouterr().err
+    assert code == 2, output
+    assert f"{pipeline}:4:" in error and "key 'jobs.0'" in error
+    assert "processes: 3 but num_gpus: 2" in error and "num_gpus: 0 to train on CPU" in error
+    assert not (tmp_path / "artifacts" / "logs").exists()
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        PipelineStep(script="s.py", config="c.yml", processes=0)
+    assert PipelineStep(script="s.py", config="c.yml", processes=4).num_gpus == 0  # CPU, Gloo
+
+
+def test_a_two_process_train_job_equals_one_process_with_twice_the_accumulation(
+    tmp_path, cpu_env, cache_directory
+):
+    one = write_config(tmp_path / "one.yml", tmp_path / "runs" / "one", cache_directory, 2)
+    two = write_config(tmp_path / "two.yml", tmp_path / "runs" / "two", cache_directory, 1)
+    jobs = [
+        {"script": str(TRAIN_SCRIPT), "config": str(one), "name": "one"},
+        {"script": str(TRAIN_SCRIPT), "config": str(two), "name": "two", "processes": 2},
+    ]
+    pipeline = write_pipeline(tmp_path / "p.yml", jobs, num_jobs=2)
+    code, output = run(cpu_env, pipeline)
+    log = (tmp_path / "artifacts" / "logs" / "p" / "two.log").read_text()
+    assert code == 0, output + log
+    assert "-m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in log
+    first = torch.load(tmp_path / "runs" / "one" / "model.pt", weights_only=False)
+    second = torch.load(tmp_path / "runs" / "two" / "model.pt", weights_only=False)
+    assert first["epoch"] == second["epoch"]
+    for name, value in first["model"].items():
+        torch.testing.assert_close(second["model"][name], value, rtol=1e-4, atol=1e-5)
+    histories = [read_history(tmp_path / "runs" / name) for name in ("one", "two")]
+    for single, parallel in zip(*histories, strict=True):
+        assert float(parallel["loss"]) == pytest.approx(float(single["loss"]), rel=1e-5)
+        assert parallel["dev_per"] == single["dev_per"]
+    # one run folder and its lock: rank 1 wrote nothing beside rank 0's files
+    written = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    assert written == [".one.lock", ".two.lock", "one", "two"]
+    model_time = (tmp_path / "runs" / "two" / "model.pt").stat().st_mtime_ns
+    code, output = run(cpu_env, pipeline)
+    assert code == 0 and "pipeline p: 2 skipped" in output, output
+    assert (tmp_path / "runs" / "two" / "model.pt").stat().st_mtime_ns == model_time
+
+
+SLEEPER = """
+import os, sys, time
+open(sys.argv[sys.argv.index("--pids") + 1] + "." + os.environ["RANK"], "w").write(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ranks_end_with_their_job_even_when_torchrun_is_killed(tmp_path, cpu_env):
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    (tmp_path / "job.yml").write_text("{}\n")
+    pids = tmp_path / "pid"
+    argv = step_command(sys.executable, str(script), "job.yml", ["--pids", str(pids)], 2)
+    launcher = subprocess.Popen(argv, cwd=tmp_path, env=cpu_env, process_group=0)
+    ranks = [Path(f"{pids}.{rank}") for rank in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(path.exists() and path.read_text() for path in ranks):
+        assert launcher.poll() is None and time.monotonic() < deadline, "ranks did not start"
+        time.sleep(0.05)
+    rank_pids = [int(path.read_text()) for path in ranks]
+    assert all(os.getpgid(pid) != launcher.pid for pid in rank_pids)  # out of the job's group
+    os.killpg(launcher.pid, signal.SIGKILL)  # the runner's last resort reaches torchrun only
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    try:
+        while any(_alive(pid) for pid in rank_pids):
+            assert time.monotonic() < deadline, "a rank outlived torchrun"
+            time.sleep(0.05)
+    finally:
+        for pid in rank_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
