@@ -157,3 +157,30 @@ def test_ranks_end_with_their_job_even_when_torchrun_is_killed(tmp_path, cpu_env
         for pid in rank_pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sweep_on_several_gpus_trains_data_parallel_and_evaluates_in_one_process(tmp_path):
+    from test_sweep_selection import LABELLED
+
+    from speechbed.pipeline.loader import load_pipeline
+    from speechbed.sweep.experiment import load_experiment, write_experiment
+
+    source = tmp_path / "labelled.yml"
+    source.write_text(LABELLED, encoding="utf-8")
+    experiment = load_experiment(source)
+    out = tmp_path / "experiments" / "out" / "labelled"
+    for num_gpus, processes in ((1, 1), (2, 2)):
+        write_experiment(experiment, tmp_path, tmp_path / "artifacts", num_gpus=num_gpus)
+        train = yaml.safe_load((out / "train.yml").read_text())["jobs"]
+        evaluate = yaml.safe_load((out / "evaluate.yml").read_text())["jobs"]
+        assert {(job["num_gpus"], job.get("processes", 1)) for job in train} == {
+            (num_gpus, processes)
+        }
+        assert {(job["num_gpus"], job.get("processes", 1)) for job in evaluate} == {(num_gpus, 1)}
+    # the pipeline reads the written train jobs as two ranks each
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "train.py").write_text("")
+    artifacts = tmp_path / "artifacts"
+    environ = {"ARTIFACTS_DIRECTORY": str(artifacts), "CACHE_DIRECTORY": str(tmp_path)}
+    planned = load_pipeline(out / "train.yml", environ, [0, 1], tmp_path, artifacts)
+    assert {job.processes for job in planned.jobs} == {2}

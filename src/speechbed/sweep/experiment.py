@@ -255,6 +255,9 @@ def _job_files(
                 name=f"{step}-{run.run_id}",
                 run_in=run_in,
                 num_gpus=num_gpus,
+                # a run given several GPUs trains data-parallel, one process each; it
+                # evaluates in one process
+                **({"processes": num_gpus} if step == "train" and num_gpus > 1 else {}),
             )
             for run in experiment.runs
         ]
