@@ -5,7 +5,6 @@ memory (without training) while the small ones train."""
 from __future__ import annotations
 
 import numpy as np
-import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -65,9 +64,8 @@ def test_the_largest_batch_is_a_full_batch_of_the_longest_utterances():
     assert largest_batch(loader) == [1, 3, 5]
 
 
-def test_a_model_over_the_memory_limit_is_pruned_without_training(
-    tmp_path, cache_directory, environ
-):
+@pytest.mark.usefixtures("environ")  # the study folder under tmp_path
+def test_a_model_over_the_memory_limit_is_pruned_without_training(tmp_path, cache_directory):
     sizes = (8, 32, 512)
     settings = {
         "num_trials": 3,
