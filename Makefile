@@ -20,7 +20,7 @@ set ?=
 demo_experiment ?= experiments/demo.yml
 num_workers ?=
 
-.PHONY: help install test bench lint clean pipeline check_environment experiment analyze demo tensorboard jupyter search
+.PHONY: help install test bench lint clean pipeline check_environment experiment analyze demo tensorboard jupyter search dashboard
 
 help:  ## list the targets
 	@grep -E '^[a-z_]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | expand -t 22
@@ -80,6 +80,9 @@ demo: install  ## a whole study on a synthetic corpus: data -> demo sweep -> ana
 
 search: install  ## hyperparameter search: make search yml=experiments/search/X.yml [num_workers=N] [num_gpus=1] [run_in=host|container|slurm] [gpus=0,1]
 	$(WITH_ENV) $(PY) scripts/search.py -y $(yml) --num_workers $(or $(num_workers),1) $(if $(num_gpus),--num_gpus $(num_gpus)) $(if $(run_in),--run_in $(run_in)) $(if $(gpus),--gpus $(gpus)) $(args)
+
+dashboard: install  ## serve a search study with optuna-dashboard on loopback: make dashboard yml=experiments/search/X.yml [args="--port N | --stop"]
+	$(WITH_ENV) $(PY) -m speechbed.services dashboard $(if $(yml),--yml $(yml)) $(args)
 
 tensorboard: install  ## serve ${ARTIFACTS_DIRECTORY} with TensorBoard on loopback [args="--port N | --host 0.0.0.0 | --stop"]
 	$(WITH_ENV) $(PY) -m speechbed.services tensorboard $(args)

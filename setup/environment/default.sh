@@ -63,9 +63,10 @@ export SPEECHBED_SLURM_POLL_SECONDS="${SPEECHBED_SLURM_POLL_SECONDS:-}"
 # 1 (default): the jobs of a step that share script and resources go in as one job array; 0: one sbatch per job.
 export SPEECHBED_SLURM_ARRAYS="${SPEECHBED_SLURM_ARRAYS:-}"
 
-# Host ports for JupyterLab and TensorBoard.
+# Host ports for JupyterLab, TensorBoard and optuna-dashboard (make dashboard).
 export JUPYTER_HOST_PORT="${JUPYTER_HOST_PORT:-8888}"
 export TENSORBOARD_HOST_PORT="${TENSORBOARD_HOST_PORT:-6006}"
+export DASHBOARD_HOST_PORT="${DASHBOARD_HOST_PORT:-8080}"
 
 # Google service-account JSON for the results sheet (keep it in private/).
 export PATH_TO_GOOGLE_CREDENTIALS="${PATH_TO_GOOGLE_CREDENTIALS:-${SPEECHBED_ROOT}/private/google_credentials.json}"
