@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from slurm_cluster import SLURM_INSTALLED, one_node_cluster
 from test_trainer_parallel import read_history, write_config
 
 from speechbed.pipeline.cli import main
@@ -78,6 +81,12 @@ def test_more_processes_than_gpus_is_refused_before_anything_starts(
     assert f"{pipeline}:4:" in error and "key 'jobs.0'" in error
     assert "processes: 3 but num_gpus: 2" in error and "num_gpus: 0 to train on CPU" in error
     assert not (tmp_path / "artifacts" / "logs").exists()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "pipeline.py").write_text("")
+    nested = {"script": "scripts/pipeline.py", "config": "job.yml", "processes": 2}
+    code, output = run(cpu_env, write_pipeline(tmp_path / "n.yml", [nested]))
+    error = capsys.readouterr().err
+    assert code == 2 and "job 0 (job): key 'processes': a nested pipeline" in error, error
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         PipelineStep(script="s.py", config="c.yml", processes=0)
     assert PipelineStep(script="s.py", config="c.yml", processes=4).num_gpus == 0  # CPU, Gloo
@@ -113,6 +122,75 @@ def test_a_two_process_train_job_equals_one_process_with_twice_the_accumulation(
     code, output = run(cpu_env, pipeline)
     assert code == 0 and "pipeline p: 2 skipped" in output, output
     assert (tmp_path / "runs" / "two" / "model.pt").stat().st_mtime_ns == model_time
+
+
+RANK_JOB = """
+import json, os, sys, time
+folder, exit_rank, sleep = sys.argv[sys.argv.index("--ranks") + 1 :][:3]
+keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_NTASKS")
+seen = {key: os.environ.get(key) for key in keys}
+seen.update(pid=os.getpid(), argv=sys.argv[1:])
+with open(os.path.join(folder, "rank" + os.environ["RANK"] + ".json"), "w") as handle:
+    json.dump(seen, handle)
+print("rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE"], flush=True)
+time.sleep(float(sleep))
+sys.exit(3 if os.environ["RANK"] == exit_rank else 0)
+"""
+
+
+def rank_job(folder: Path, name: str, exit_rank: int = -1, sleep: float = 0, **step) -> dict:
+    """A step whose ranks each write what they see to ``folder``/rank<R>.json, sleep, and
+    exit 0 (3 for ``exit_rank``)."""
+    folder.mkdir(exist_ok=True)
+    args = ["--ranks", str(folder), str(exit_rank), str(sleep)]
+    return {"script": "rank_job.py", "config": "job.yml", "name": name, "args": args, **step}
+
+
+def read_ranks(folder: Path) -> list[dict]:
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in range(2)]
+
+
+@pytest.fixture
+def rank_script(tmp_path: Path) -> Path:
+    (tmp_path / "rank_job.py").write_text(RANK_JOB)
+    (tmp_path / "job.yml").write_text("{}\n")
+    return tmp_path / "rank_job.py"
+
+
+def test_a_failing_rank_fails_the_job_and_sigterm_ends_every_rank(tmp_path, cpu_env, rank_script):
+    odd = tmp_path / "it's a $(odd) folder"
+    failing = rank_job(odd, "failing", exit_rank=1, processes=2)
+    code, output = run(cpu_env, write_pipeline(tmp_path / "p.yml", [failing]))
+    assert code == 1, output
+    log = (tmp_path / "artifacts" / "logs" / "p" / "failing.log").read_text()
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log and "exitcode  : 3" in log, log
+    assert [seen["argv"][-3] for seen in read_ranks(odd)] == [str(odd)] * 2  # no shell words
+    # the runner's SIGTERM (Ctrl-C) ends the job: torchrun and both ranks
+    sleeping = rank_job(tmp_path / "sleeping", "sleeping", sleep=600, processes=2)
+    pipeline = write_pipeline(tmp_path / "q.yml", [sleeping])
+    runner = subprocess.Popen(
+        [sys.executable, str(REPOSITORY / "scripts" / "pipeline.py"), "-y", str(pipeline)],
+        env=cpu_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    files = [tmp_path / "sleeping" / f"rank{rank}.json" for rank in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(path.exists() and path.stat().st_size for path in files):
+        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()[0]
+        time.sleep(0.05)
+    pids = [seen["pid"] for seen in read_ranks(tmp_path / "sleeping")]
+    runner.send_signal(signal.SIGTERM)
+    output = runner.communicate(timeout=60)[0]
+    assert runner.returncode != 0, output
+    try:
+        assert not any(_alive(pid) for pid in pids), output
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 SLEEPER = """
@@ -184,3 +262,28 @@ def test_a_sweep_on_several_gpus_trains_data_parallel_and_evaluates_in_one_proce
     environ = {"ARTIFACTS_DIRECTORY": str(artifacts), "CACHE_DIRECTORY": str(tmp_path)}
     planned = load_pipeline(out / "train.yml", environ, [0, 1], tmp_path, artifacts)
     assert {job.processes for job in planned.jobs} == {2}
+
+
+@pytest.fixture(scope="module")
+def slurm_conf(tmp_path_factory) -> Iterator[Path]:
+    """The one-node test cluster (two fake GPUs) of tests/slurm_cluster.py."""
+    if not SLURM_INSTALLED:
+        pytest.skip("Slurm is not installed (apt-get install slurm-wlm; .ci/run does)")
+    with one_node_cluster(tmp_path_factory.mktemp("slurm")) as conf:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SLURM_CONF", str(conf))  # the executor's check reads os.environ
+            yield conf
+
+
+def test_on_slurm_the_ranks_share_one_task_and_its_gpus(tmp_path, cpu_env, rank_script, slurm_conf):
+    environ = {**cpu_env, "SLURM_CONF": str(slurm_conf), "SPEECHBED_SLURM_POLL_SECONDS": "0.2"}
+    job = rank_job(tmp_path / "ranks", "ranks", run_in="slurm", num_gpus=2, processes=2)
+    code, output = run(environ, write_pipeline(tmp_path / "p.yml", [job]))
+    log = (tmp_path / "artifacts" / "logs" / "p" / "ranks.log").read_text()
+    assert code == 0, output + log
+    ranks = read_ranks(tmp_path / "ranks")
+    assert [(seen["RANK"], seen["LOCAL_RANK"]) for seen in ranks] == [("0", "0"), ("1", "1")]
+    assert {seen["WORLD_SIZE"] for seen in ranks} == {"2"}
+    assert {seen["CUDA_VISIBLE_DEVICES"] for seen in ranks} == {"0,1"}  # both GPUs, rank r takes r
+    assert len({seen["SLURM_JOB_ID"] for seen in ranks}) == 1  # one sbatch job
+    assert {seen["SLURM_NTASKS"] for seen in ranks} == {"1"}

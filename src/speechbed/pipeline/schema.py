@@ -18,7 +18,8 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class PipelineStep(JobSchema):
-    """One step: ``python SCRIPT -y CONFIG ARGS...`` on the host or in a container."""
+    """One step: ``python SCRIPT -y CONFIG ARGS...`` on the host, in a container or on Slurm
+    (through torchrun, as that many data-parallel ranks, when ``processes`` > 1)."""
 
     script: Path = Field(description="the step script, absolute or relative to the repository root")
     config: Path = Field(
