@@ -7,17 +7,22 @@ already holds the same settings and manifests.
 """
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pydantic
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.synthetic_mixtures import SCALES, MixingSettings, make_mixtures
 from speechbed.jobs import JobSchema, input_path, output_path
 from speechbed.step_runner import JobContext, run_jobs_cli
 
 
 class MakeMixturesJob(JobSchema):
+    code_versions: ClassVar[dict[str, int]] = {
+        "separation_mixtures": CODE_VERSIONS["separation_mixtures"]
+    }
+
     input_path: Path = input_path(
         description="manifest folder of the synthetic TIMIT (train/dev/test.jsonl)"
     )

@@ -17,4 +17,6 @@ CODE_VERSIONS: dict[str, int] = {
     "synthetic_speech_commands": 1,
     "prep_speech_commands": 1,
     "clip_features": 1,
+    "separation_mixtures": 1,
+    "separation_cache": 1,
 }

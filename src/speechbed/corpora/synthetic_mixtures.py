@@ -29,6 +29,7 @@ import soundfile
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.manifest import Utterance, manifest_hash, manifest_path, read_manifest
 from speechbed.corpora.sphere import read_sphere
 from speechbed.corpora.wsj0_2mix import SOURCES, SPLITS, wsj0_2mix_folder
@@ -37,7 +38,7 @@ from speechbed.lineage import digest, write_folder_fingerprint
 from speechbed.outputs import atomic_output
 
 #: Bump when the mixer's output changes, so mixtures made by older code are redone.
-MIXER_VERSION = 1
+MIXER_VERSION = CODE_VERSIONS["separation_mixtures"]
 #: Written at the root: the settings the mixtures were made with (also marks them as ours).
 STAMP_FILE = "SPEECHBED_MIXTURES.json"
 #: Mixtures per partition of each scale.

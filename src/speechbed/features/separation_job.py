@@ -7,16 +7,17 @@ rebuilt from it by the separation task (speechbed.tasks.separation). Free of tor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from speechbed.code_versions import CODE_VERSIONS
 from speechbed.corpora.manifest import manifest_path
 from speechbed.jobs import JobSchema
 from speechbed.lineage import digest
 
 #: Bump when the separation cache's content changes for the same settings.
-SEPARATION_CACHE_VERSION = 1
+SEPARATION_CACHE_VERSION = CODE_VERSIONS["separation_cache"]
 
 
 class SeparationFeatureSettings(JobSchema):
@@ -55,6 +56,10 @@ class SeparationFeatureSettings(JobSchema):
 
 class ComputeSeparationCacheJob(JobSchema):
     """The STFT of every mixture of the partitions of one manifest folder, into <partition>.zarr."""
+
+    code_versions: ClassVar[dict[str, int]] = {
+        "separation_cache": CODE_VERSIONS["separation_cache"]
+    }
 
     input_path: Path = Field(description="mixture manifest folder (scripts/prep_mixtures.py)")
     partitions: list[str] = Field(
