@@ -118,6 +118,13 @@ def test_a_two_process_train_job_equals_one_process_with_twice_the_accumulation(
     # one run folder and its lock: rank 1 wrote nothing beside rank 0's files
     written = sorted(path.name for path in (tmp_path / "runs").iterdir())
     assert written == [".one.lock", ".two.lock", "one", "two"]
+    # rank 0 alone handed the runner its lineage: the done records hold what each run wrote
+    records = [
+        json.loads(path.read_text())
+        for path in (tmp_path / "artifacts" / "pipelines" / "state").glob("*.json")
+    ]
+    outputs = {Path(path).name for record in records for path in record["lineage"]["outputs"]}
+    assert {"one", "two"} <= outputs, records
     model_time = (tmp_path / "runs" / "two" / "model.pt").stat().st_mtime_ns
     code, output = run(cpu_env, pipeline)
     assert code == 0 and "pipeline p: 2 skipped" in output, output
@@ -132,7 +139,7 @@ seen = {key: os.environ.get(key) for key in keys}
 seen.update(pid=os.getpid(), argv=sys.argv[1:])
 with open(os.path.join(folder, "rank" + os.environ["RANK"] + ".json"), "w") as handle:
     json.dump(seen, handle)
-print("rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE"], flush=True)
+sys.stdout.write(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n")  # one write
 time.sleep(float(sleep))
 sys.exit(3 if os.environ["RANK"] == exit_rank else 0)
 """
