@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from slurm_cluster import SLURM_INSTALLED, one_node_cluster
+from slurm_cluster import SLURM_INSTALLED, one_node_cluster, slurm, wait
 from test_trainer_parallel import read_history, write_config
 
 from speechbed.pipeline.cli import main
@@ -294,3 +294,60 @@ def test_on_slurm_the_ranks_share_one_task_and_its_gpus(tmp_path, cpu_env, rank_
     assert {seen["CUDA_VISIBLE_DEVICES"] for seen in ranks} == {"0,1"}  # both GPUs, rank r takes r
     assert len({seen["SLURM_JOB_ID"] for seen in ranks}) == 1  # one sbatch job
     assert {seen["SLURM_NTASKS"] for seen in ranks} == {"1"}
+
+
+CHECKPOINTING_RANK = """\
+import os, signal, sys, time
+rank = os.environ["RANK"]
+if os.path.exists("checkpoint." + rank):
+    print("rank " + rank + " resumed from " + open("checkpoint." + rank).read(), flush=True)
+    sys.exit(0)
+def stop(number, frame):
+    open("checkpoint." + rank, "w").write("epoch 3")
+    print("rank " + rank + " checkpointed", flush=True)
+    sys.exit(75)
+signal.signal(signal.SIGUSR1, stop)
+open("started." + rank, "w").close()
+time.sleep(60)
+sys.exit(9)
+"""
+
+
+@pytest.mark.slow
+def test_on_slurm_the_time_limit_signal_reaches_every_rank_and_the_job_resumes(
+    tmp_path, cpu_env, rank_script, slurm_conf
+):
+    environ = {**cpu_env, "SLURM_CONF": str(slurm_conf), "SPEECHBED_SLURM_POLL_SECONDS": "0.2"}
+    (tmp_path / "checkpointing.py").write_text(CHECKPOINTING_RANK)
+    job = {"script": "checkpointing.py", "config": "job.yml", "name": "train"}
+    pipeline = write_pipeline(tmp_path / "p.yml", [{**job, "run_in": "slurm", "processes": 2}])
+    runner = subprocess.Popen(
+        [sys.executable, str(REPOSITORY / "scripts" / "pipeline.py"), "-y", str(pipeline)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait(lambda: all((tmp_path / f"started.{rank}").exists() for rank in "01"), 60, "ranks")
+        listing = slurm("squeue", "--noheader", "--me", "--format=%i|%j")
+        [job_id] = [line.split("|")[0] for line in listing.splitlines() if "p/train" in line]
+        # what Slurm sends --signal seconds before the time limit, to the batch step
+        subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
+
+        def requeued() -> bool:
+            shown = slurm("scontrol", "show", "job", "--oneliner", job_id)
+            return "JobState=PENDING" in shown and "Restarts=1" in shown
+
+        wait(requeued, 60, "the requeue")
+        time.sleep(1.1)  # a later second than the requeue (tests/test_slurm.py says why)
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], timeout=30)
+        output = runner.communicate(timeout=120)[0]
+    finally:
+        runner.kill()
+    log = (tmp_path / "artifacts" / "logs" / "p" / "train.log").read_text()
+    assert runner.returncode == 0, output + log
+    for rank in "01":
+        assert f"rank {rank} checkpointed" in log and f"rank {rank} resumed from epoch 3" in log
+    assert "requeued job" in log, log
