@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from speechbed.pipeline.launch import step_command
 from speechbed.pipeline.records import JobRecord, JobStatus
 
 if TYPE_CHECKING:
@@ -159,7 +160,9 @@ class PipelineDisplay:
             table.add_column(column, overflow="fold")
         first_run = None  # a job that runs may change what later jobs read
         for job in jobs:
-            command = shlex.join(["python", str(job.script), "-y", str(job.config), *job.args])
+            command = shlex.join(
+                step_command("python", str(job.script), str(job.config), job.args, job.processes)
+            )
             depth = depths.get(job, 0)
             if job in left_out:
                 would = Text("left out (--from/--to/--only)", style="dim")
