@@ -166,12 +166,19 @@ def rank_script(tmp_path: Path) -> Path:
 
 def test_a_failing_rank_fails_the_job_and_sigterm_ends_every_rank(tmp_path, cpu_env, rank_script):
     odd = tmp_path / "it's a $(odd) folder"
-    failing = rank_job(odd, "failing", exit_rank=1, processes=2)
-    code, output = run(cpu_env, write_pipeline(tmp_path / "p.yml", [failing]))
+    failing = rank_job(odd, "failing", exit_rank=1, processes=2, num_gpus=2)
+    inventory = {**cpu_env, "SPEECHBED_GPUS": "3,5"}  # lease files only: no GPU is touched
+    code, output = run(inventory, write_pipeline(tmp_path / "p.yml", [failing]))
     assert code == 1, output
     log = (tmp_path / "artifacts" / "logs" / "p" / "failing.log").read_text()
     assert "rank 0 of 2" in log and "rank 1 of 2" in log and "exitcode  : 3" in log, log
-    assert [seen["argv"][-3] for seen in read_ranks(odd)] == [str(odd)] * 2  # no shell words
+    ranks = read_ranks(odd)
+    assert [seen["argv"][-3] for seen in ranks] == [str(odd)] * 2  # no shell words
+    # each rank sees both leased GPUs; its LOCAL_RANK says which one is its own
+    assert [(seen["LOCAL_RANK"], seen["CUDA_VISIBLE_DEVICES"]) for seen in ranks] == [
+        ("0", "3,5"),
+        ("1", "3,5"),
+    ]
     # the runner's SIGTERM (Ctrl-C) ends the job: torchrun and both ranks
     sleeping = rank_job(tmp_path / "sleeping", "sleeping", sleep=600, processes=2)
     pipeline = write_pipeline(tmp_path / "q.yml", [sleeping])
