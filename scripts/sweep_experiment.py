@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-y", "--yml", required=True, type=Path, help="the experiment YAML")
-    parser.add_argument("--num_gpus", type=int, default=0, help="GPUs per train/evaluate job")
+    parser.add_argument(
+        "--num_gpus",
+        type=int,
+        default=0,
+        help="GPUs per train/evaluate job; with N > 1 a run trains as N data-parallel processes",
+    )
     parser.add_argument("--num_jobs", type=int, default=1, help="jobs running at once per step")
     parser.add_argument("--run_in", choices=("host", "container", "slurm"), default="host")
     parser.add_argument("--gpus", default=None, help="GPU ids for the inner pipelines (e.g. 0,1)")
