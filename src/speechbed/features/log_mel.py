@@ -73,9 +73,12 @@ class LogMelFrontEnd(torch.nn.Module):
         audio: torch.Tensor,
         sample_counts: torch.Tensor,
         generator: torch.Generator | None = None,
+        normalize: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and frame counts; dither noise is drawn from ``generator`` when one is given
-        (training), and left out without one (evaluation: the same audio, the same features)."""
+        (training), and left out without one (evaluation: the same audio, the same features).
+        ``normalize=False`` leaves out the per-utterance normalisation (the log-mel frames as they
+        are, padding included: speechbed.features.streaming_normalization normalises them)."""
         s = self.settings
         if audio.dim() != 2:
             raise ValueError(f"audio must be (batch, samples), got shape {tuple(audio.shape)}")
@@ -95,7 +98,7 @@ class LogMelFrontEnd(torch.nn.Module):
         power = spectrum.real.square() + spectrum.imag.square()
         features = torch.log(torch.matmul(self.mel_weights, power) + LOG_GUARD).transpose(1, 2)
         frames = self.frame_counts(sample_counts)
-        return normalize_per_utterance(features, frames), frames
+        return (normalize_per_utterance(features, frames) if normalize else features), frames
 
 
 def normalize_per_utterance(features: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:

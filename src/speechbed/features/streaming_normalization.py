@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from speechbed.errors import UserInputError
-from speechbed.features.log_mel import STD_GUARD
+from speechbed.features.log_mel import STD_GUARD, LogMelFrontEnd, LogMelSettings
+from speechbed.jobs import JobSchema, input_path, output_path
 from speechbed.outputs import atomic_output
 
 #: The files of a statistics folder (torch tensors and NumPy arrays of the same values).
@@ -134,6 +136,71 @@ def load_mel_statistics(folder: str | Path) -> MelStatistics:
                 f"{path}: mel statistics not found (make them with scripts/dump_mel_stats.py)"
             ) from None
     return MelStatistics.from_arrays(arrays, str(folder))
+
+
+class DumpMelStatsJob(JobSchema):
+    """scripts/dump_mel_stats.py's job: the training manifests, the front end, the output."""
+
+    manifests: list[Path] = input_path(
+        min_length=1,
+        description="the training partition's manifests (JSON, speechbed.corpora.asr_manifest), "
+        "e.g. [${CACHE_DIRECTORY}/synthetic_librispeech/wav/train-clean-100.json]",
+    )
+    output_path: Path = output_path(
+        description=f"folder to write: {MEANS}, {VARIANCES} and {COUNT}, each .pt and .npy"
+    )
+    num_mels: int = Field(80, ge=1, description="mel bands (the run's model.num_mels)")
+    fft_size: int = Field(512, ge=16, description="FFT points (the run's model.fft_size)")
+    window_seconds: float = Field(
+        0.02, gt=0.0, description="window, seconds (model.window_seconds)"
+    )
+    hop_seconds: float = Field(0.01, gt=0.0, description="frame shift, seconds (model.hop_seconds)")
+    preemphasis: float = Field(0.97, ge=0.0, lt=1.0, description="pre-emphasis (model.preemphasis)")
+    batch_size: int = Field(16, ge=1, description="utterances per front-end batch")
+    max_duration: float | None = Field(
+        None, gt=0.0, description="leave out utterances longer than this (seconds), as training"
+    )
+
+
+def run_dump_mel_stats_job(job: DumpMelStatsJob, progress: bool = True) -> MelStatistics:
+    """The statistics of the job's manifests through an undithered front end, saved."""
+    from speechbed.corpora.asr_manifest import filter_by_duration, load_audio, read_manifest
+
+    entries = [
+        (entry, manifest.parent)
+        for manifest in job.manifests
+        for entry in filter_by_duration(read_manifest(manifest), job.max_duration)
+    ]
+    if not entries:
+        raise UserInputError(f"{job.manifests[0]}: no utterances to compute statistics on")
+    settings = LogMelSettings(
+        num_mels=job.num_mels, fft_size=job.fft_size, window_seconds=job.window_seconds,
+        hop_seconds=job.hop_seconds, preemphasis=job.preemphasis, dither=0.0,
+    )  # fmt: skip
+    front_end = LogMelFrontEnd(settings)
+
+    def batches():
+        starts = range(0, len(entries), job.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="mel statistics", unit="batch")
+        for start in starts:
+            audio = [
+                load_audio(entry, folder)
+                for entry, folder in entries[start : start + job.batch_size]
+            ]
+            counts = torch.tensor([len(samples) for samples in audio])
+            padded = torch.zeros((len(audio), int(counts.max())))
+            for row, samples in enumerate(audio):
+                padded[row, : len(samples)] = samples
+            yield padded, counts
+
+    statistics = dump_mel_stats(
+        batches(), lambda audio, counts: front_end(audio, counts, normalize=False)
+    )
+    save_mel_statistics(statistics, job.output_path)
+    return statistics
 
 
 # --------------------------------------------------------------------------- normalising

@@ -71,6 +71,20 @@ class RnntDataConfig(DataConfig):
         1.0, gt=0.0, description="speed perturbation: slowest rate (1 with speed_max_rate 1: off)"
     )
     speed_max_rate: float = Field(1.0, gt=0.0, description="speed perturbation: fastest rate")
+    train_shards: str | None = Field(
+        None,
+        description="train from WebDataset shards (scripts/write_shards.py) instead of the train "
+        "partition's manifest: their folder, a path or a brace pattern "
+        "(.../shards-{000000..000009}.tar) with shards.json beside them",
+    )
+    shuffle_buffer: int = Field(
+        1000, ge=0, description="shards: utterances in the shuffle buffer (0: read in order)"
+    )
+    mel_statistics: Path | None = Field(
+        None,
+        description="the training set's log-mel statistics folder (scripts/dump_mel_stats.py): "
+        "streaming normalisation at evaluation, and the deployment checkpoint",
+    )
 
     source_name: ClassVar[str] = "manifest"
     missing_source_hint: ClassVar[str] = (
@@ -85,6 +99,11 @@ class RnntDataConfig(DataConfig):
                 f"speed_min_rate {self.speed_min_rate} is above speed_max_rate "
                 f"{self.speed_max_rate}"
             )
+        if self.train_shards is not None and self.max_duration is not None:
+            raise ValueError(
+                "max_duration applies to manifests; with train_shards, write the shards with "
+                "scripts/write_shards.py's max_duration instead"
+            )
         return self
 
     def manifests(self, partition: str) -> list[Path]:
@@ -93,7 +112,11 @@ class RnntDataConfig(DataConfig):
         return [Path(self.data_folder) / f"{name}.json" for name in names]
 
     def source(self, partition: str) -> Path:
-        """A partition's manifest; the data folder for a '+'-joined partition."""
+        """A partition's manifest; the data folder for a '+'-joined partition; the shards'
+        folder for the train partition when it is read from shards."""
+        if partition == self.train_partition and self.train_shards is not None:
+            shards = Path(self.train_shards)
+            return shards if "{" not in shards.name and shards.suffix != ".tar" else shards.parent
         manifests = self.manifests(partition)
         return manifests[0] if len(manifests) == 1 else Path(self.data_folder)
 
@@ -129,6 +152,14 @@ class RnntModelConfig(ModelConfig):
     weights_init_scale: float = Field(
         0.5, gt=0.0, description="LSTM weights are scaled by this at initialisation"
     )
+    lstm_gate_activation: Literal["sigmoid", "hard_sigmoid"] = Field(
+        "sigmoid",
+        description="the LSTMs' gate activation; hard_sigmoid (min(1, max(0, x/6 + 1/2))) uses "
+        "speechbed.models.hard_lstm's cells, usually fine-tuned into from a soft run",
+    )
+    lstm_cell_activation: Literal["tanh", "hard_tanh"] = Field(
+        "tanh", description="the LSTMs' cell activation; hard_tanh clips to [-1, 1]"
+    )
 
 
 class RnntTrainingConfig(TrainingConfig):
@@ -140,6 +171,23 @@ class RnntTrainingConfig(TrainingConfig):
         description="learning-rate factor of the joint network's output layer (Myrtle.ai's "
         "joint_net_lr_factor)",
     )
+    fine_tune: bool = Field(
+        False,
+        description="start from the weights of training.checkpoint (a run's model.pt: its EMA "
+        "weights; or a checkpoints/*.pt) with this run's own, fresh, optimiser and schedule; "
+        "the source run is only read",
+    )
+    checkpoint: Path | None = Field(
+        None, description="fine_tune: the model.pt or checkpoint file to start from"
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _checkpoint_with_fine_tune(self) -> RnntTrainingConfig:
+        if self.fine_tune and self.checkpoint is None:
+            raise ValueError("fine_tune: true needs checkpoint: PATH (a run's model.pt)")
+        if self.checkpoint is not None and not self.fine_tune:
+            raise ValueError("checkpoint is read only with fine_tune: true")
+        return self
 
 
 class RnntEvaluationConfig(EvaluationConfig):
@@ -147,6 +195,28 @@ class RnntEvaluationConfig(EvaluationConfig):
 
     max_symbols_per_step: int = Field(
         30, ge=1, description="greedy decoding: most tokens emitted on one encoder frame"
+    )
+    max_symbols_per_sample: int | None = Field(
+        None,
+        ge=1,
+        description="greedy decoding: most tokens emitted for one utterance (null: no limit; "
+        "raise it for long utterances)",
+    )
+    normalizations: list[Literal["utterance", "stream_carried", "stream_reset"]] = Field(
+        ["utterance"],
+        min_length=1,
+        description="feature normalisations scored (WER each, as wer_<name>): utterance (its "
+        "own statistics, as training), stream_carried / stream_reset (running statistics from "
+        "data.mel_statistics, carried across utterances or reset for each); the first gives "
+        "the dev metric and the headline WER",
+    )
+    alpha: float = Field(
+        0.001, ge=0.0, le=1.0, description="streaming normalisation: weight of the newest frame"
+    )
+    dump_predictions: bool = Field(
+        False,
+        description="write <role>.preds.txt: one hypothesis per manifest entry, in its order "
+        "(a manifest without transcripts is then accepted, and its WER not reported)",
     )
 
 

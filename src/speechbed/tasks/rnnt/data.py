@@ -7,6 +7,7 @@ the run's sentencepiece tokenizer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from speechbed.corpora.asr_manifest import (
     ManifestEntry,
+    entry_from_json,
     filter_by_duration,
     load_audio,
     read_manifest,
@@ -29,6 +31,32 @@ from speechbed.tasks.rnnt.config import RnntDataConfig
 
 #: ``in_memory: auto`` holds a partition's audio when its float32 samples take at most this.
 IN_MEMORY_AUTO_BYTES = 1 << 30
+#: Marks (in ``ManifestEntry.extra``) an entry read without a transcript.
+UNTRANSCRIBED = "untranscribed"
+
+
+def utterance_id(entry: ManifestEntry) -> str:
+    """An entry's id: its first file's name without the suffix (``dev-clean/84/121123/...``)."""
+    return str(Path(entry.files[0].fname).with_suffix(""))
+
+
+def read_manifest_for_decoding(path: Path) -> list[ManifestEntry]:
+    """A manifest whose entries may lack ``transcript`` (read as "", marked UNTRANSCRIBED)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_manifest(path)  # its error names the file (and line)
+    if not isinstance(document, list):
+        return read_manifest(path)
+    entries = []
+    for index, record in enumerate(document):
+        if isinstance(record, dict) and "transcript" not in record:
+            record = {**record, "transcript": "", UNTRANSCRIBED: True}
+        try:
+            entries.append(entry_from_json(record))
+        except ValueError as error:
+            raise UserInputError(f"{path}: entry {index}: {error}") from None
+    return entries
 
 
 class Utterance(NamedTuple):
@@ -83,8 +111,7 @@ class ManifestUtterances(Dataset):
                 self._cache[index] = audio
         transcript = normalize_transcript(entry.transcript) if self.normalize else entry.transcript
         tokens = torch.tensor(self.tokenizer.encode(transcript), dtype=torch.int32)
-        utt_id = str(Path(entry.files[0].fname).with_suffix(""))
-        return Utterance(utt_id, audio, tokens, transcript)
+        return Utterance(utterance_id(entry), audio, tokens, transcript)
 
 
 def collate_speech(items: Sequence[Utterance]) -> SpeechBatch:
@@ -103,10 +130,15 @@ def collate_speech(items: Sequence[Utterance]) -> SpeechBatch:
 
 
 def partition_entries(
-    data: RnntDataConfig, partition: str, max_duration: float | None = None
+    data: RnntDataConfig,
+    partition: str,
+    max_duration: float | None = None,
+    without_transcripts: bool = False,
 ) -> list[tuple[ManifestEntry, Path]]:
     """The entries of a partition's manifest(s) with the folder their audio names are relative
-    to, those longer than ``max_duration`` seconds left out."""
+    to, those longer than ``max_duration`` seconds left out; ``without_transcripts`` accepts
+    entries without one (for decoding only)."""
+    read = read_manifest_for_decoding if without_transcripts else read_manifest
     entries = []
     for manifest in data.manifests(partition):
         if not manifest.is_file():
@@ -114,7 +146,7 @@ def partition_entries(
                 f"data: no manifest for partition '{partition}' at {manifest}; "
                 f"{data.missing_source_hint}"
             )
-        kept = filter_by_duration(read_manifest(manifest), max_duration)
+        kept = filter_by_duration(read(manifest), max_duration)
         entries.extend((entry, manifest.parent) for entry in kept)
     if not entries:
         limit = f" of at most {max_duration} s" if max_duration else ""
@@ -132,9 +164,10 @@ def open_speech_loader(
     batch_size: int | None = None,
     max_duration: float | None = None,
     generator: torch.Generator | None = None,
+    without_transcripts: bool = False,
 ) -> DataLoader:
     """A DataLoader of ``SpeechBatch``; its ``batch_sampler`` (length-bucketed) has ``set_epoch``."""
-    entries = partition_entries(data, partition, max_duration)
+    entries = partition_entries(data, partition, max_duration, without_transcripts)
     total_bytes = 4 * 16000 * sum(entry.original_duration for entry, _ in entries)
     in_memory = data.in_memory is True or (
         data.in_memory == "auto" and total_bytes <= IN_MEMORY_AUTO_BYTES

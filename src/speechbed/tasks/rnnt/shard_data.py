@@ -1,0 +1,115 @@
+"""The rnnt task's training batches from WebDataset shards (``data.train_shards``).
+
+Called by speechbed.tasks.rnnt.task's ``open_loader`` for the training partition when the data
+section names shards (scripts/write_shards.py writes them). Utterances stream from the shards
+(speechbed.corpora.shards: split over ranks and DataLoader workers, shuffled with a buffer);
+each worker sorts runs of ``BUCKET_BATCHES`` batches' worth of utterances by length, cuts them
+into batches and shuffles those, as the manifest loader's length buckets do.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from speechbed.corpora.shards import ShardDataset, read_shard_index, slot_readings
+from speechbed.corpora.text_normalization import normalize_transcript
+from speechbed.corpora.tokenizer import Tokenizer
+from speechbed.errors import UserInputError
+from speechbed.tasks.rnnt.config import RnntDataConfig
+from speechbed.tasks.rnnt.data import SpeechBatch, Utterance, collate_speech
+
+#: Utterances sorted by length together, in batches.
+BUCKET_BATCHES = 8
+
+
+class ShardSpeechBatches(IterableDataset):
+    """``SpeechBatch`` es of the utterances one (rank, worker) slot reads of the shards."""
+
+    def __init__(
+        self,
+        shards: ShardDataset,
+        tokenizer: Tokenizer,
+        batch_size: int,
+        normalize: bool,
+    ) -> None:
+        super().__init__()
+        self.shards, self.tokenizer = shards, tokenizer
+        self.batch_size, self.normalize = batch_size, normalize
+
+    def _batches(self, run: list[Utterance], rng: random.Random) -> Iterator[SpeechBatch]:
+        run.sort(key=lambda item: len(item.audio))
+        batches = [run[i : i + self.batch_size] for i in range(0, len(run), self.batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            yield collate_speech(batch)
+
+    def __iter__(self) -> Iterator[SpeechBatch]:
+        rng = random.Random(f"{self.shards.seed}-{self.shards.epoch}-batches")
+        run: list[Utterance] = []
+        for sample in self.shards:
+            text = normalize_transcript(sample.transcript) if self.normalize else sample.transcript
+            tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.int32)
+            run.append(Utterance(sample.key, sample.audio, tokens, text))
+            if len(run) == self.batch_size * BUCKET_BATCHES:
+                yield from self._batches(run, rng)
+                run = []
+        yield from self._batches(run, rng)
+
+
+class ShardBatchLoader:
+    """What the trainer reads of a training loader, over shards: its batches, their number per
+    epoch (over all ranks) and ``batch_sampler.set_epoch``. The shards split themselves over
+    ranks, so a data-parallel trainer must use it as it is (``splits_across_ranks``)."""
+
+    splits_across_ranks = True
+
+    def __init__(self, batches: ShardSpeechBatches, num_workers: int) -> None:
+        self.batches = batches
+        self.num_workers = num_workers
+        self.batch_sampler = self  # the trainer calls loader.batch_sampler.set_epoch
+        self.dataset = batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.shards.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[SpeechBatch]:
+        loader = DataLoader(self.batches, batch_size=None, num_workers=self.num_workers)
+        return iter(loader)
+
+    def __len__(self) -> int:
+        """Batches per epoch over all ranks and workers (from the durations in shards.json)."""
+        shards = self.batches.shards
+        index = read_shard_index(shards.urls)
+        if index is None or len(index["shards"]) != len(shards.urls):
+            raise UserInputError(
+                f"data.train_shards: {shards.urls[0]}: training needs the shards' shards.json "
+                "beside them (scripts/write_shards.py writes it), listing these shards"
+            )
+        world_size = shards.world_size or (
+            torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        )
+        slots = world_size * max(1, self.num_workers)
+        total = 0
+        for slot in range(slots):
+            kept = 0
+            for reading in slot_readings(len(shards.urls), slots, slot):
+                count = index["shards"][reading.shard]["utterances"]
+                kept += len(range(reading.offset, count, reading.stride))
+            total += math.ceil(kept / self.batches.batch_size)
+        return total
+
+
+def open_shard_loader(
+    data: RnntDataConfig, tokenizer: Tokenizer, seed: int, batch_size: int | None
+) -> ShardBatchLoader:
+    """The training loader over ``data.train_shards``."""
+    shards = ShardDataset(data.train_shards, shuffle_buffer=data.shuffle_buffer, seed=seed)
+    batches = ShardSpeechBatches(
+        shards, tokenizer, batch_size or data.batch_size, data.normalize_transcripts
+    )
+    return ShardBatchLoader(batches, data.num_workers)
