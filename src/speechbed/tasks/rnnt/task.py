@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from speechbed.corpora.tokenizer import MODEL_FILE, Tokenizer, load_tokenizer
 from speechbed.decoding import transducer_greedy_search, word_error_counts
-from speechbed.deployment.rnnt_checkpoint import save_deployment_checkpoint
+from speechbed.deployment.rnnt_checkpoint import DeploymentCheckpoint, save_deployment_checkpoint
 from speechbed.errors import UserInputError
 from speechbed.features.log_mel import (
     LogMelFrontEnd,
@@ -73,7 +73,9 @@ def lstm_activations(model: RnntModelConfig) -> tuple[str, str] | None:
     return None if chosen == ("sigmoid", "tanh") else chosen
 
 
-def deployment_from_record(saved: Mapping[str, Any], where: str, weights=None):
+def deployment_from_record(
+    saved: Mapping[str, Any], where: str, weights: Path | None = None
+) -> DeploymentCheckpoint:
     """A run's model.pt record as a deployment checkpoint without mel statistics (per-utterance
     normalisation), optionally with a checkpoint file's weights (scripts/transcribe.py)."""
     from speechbed.tasks.rnnt.fine_tuning import source_weights
