@@ -175,3 +175,27 @@ def test_a_data_parallel_run_with_random_draws_resumes_exactly(tmp_path):
     for key in ("model", "ema"):
         for name, value in whole[key].items():
             assert torch.equal(value, again[key][name]), (key, name)
+
+
+def test_sigusr1_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    # Slurm's time-limit warning may reach the ranks at different moments (here: one only);
+    # the ranks agree through the gradient all-reduce and stop together, exit 75, no error.
+    cache = tmp_path / "cache"
+    write_cache(cache / "train.zarr", 20, seed=1)
+    write_cache(cache / "dev.zarr", 4, seed=2)
+    config = write_config(tmp_path / "run.yml", tmp_path / "run", cache, 1, 500)
+    processes = start(config, ranks=2)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("epoch-*.pt")):
+        assert all(process.poll() is None for process in processes), "a rank ended early"
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGUSR1)
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    stopped = []
+    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 75, f"rank {rank}:\n{output}"
+        assert "Connection closed" not in output and "Traceback" not in output, output
+        stopped += [line for line in output.splitlines() if "SIGUSR1: stopping" in line]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], stopped

@@ -44,20 +44,24 @@ class ProcessGroup:
     def parallel(self) -> bool:
         return self.world_size > 1
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
-        """Replace every parameter's gradient by the sum over the ranks (a missing one is 0)."""
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter], vote: float = 0.0) -> float:
+        """Replace every parameter's gradient by the sum over the ranks (a missing one is 0);
+        returns the sum of the ranks' ``vote``, carried in the same all-reduce (how the ranks
+        agree, at one step, to stop)."""
         if not self.parallel:
-            return
+            return vote
         for param in params:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
         flat = torch.cat([param.grad.reshape(-1) for param in params])
+        flat = torch.cat([flat, flat.new_tensor([vote])])
         torch.distributed.all_reduce(flat)
         offset = 0
         for param in params:
             count = param.grad.numel()
             param.grad.copy_(flat[offset : offset + count].view_as(param.grad))
             offset += count
+        return float(flat[-1])
 
     def sum(self, *values: float) -> list[float]:
         """Each value summed over the ranks."""

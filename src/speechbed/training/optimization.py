@@ -108,6 +108,8 @@ class StepOutcome:
 
     norm: float
     taken: bool
+    #: Whether a rank asked to stop (``GradientStep.stop_wanted``): every rank sees the same.
+    stop: bool = False
 
 
 class GradientStep:
@@ -141,6 +143,7 @@ class GradientStep:
         self.max_grad_norm = max_grad_norm
         self.group = group
         self.steps_in_epoch = 0
+        self.stop_wanted = False  # this rank's vote, summed with the others' at each step
 
     def __call__(self, loss: torch.Tensor, index: int, num_batches: int) -> StepOutcome | None:
         """Back-propagate this rank's batch ``index`` (from 0) of the epoch's ``num_batches``
@@ -175,10 +178,13 @@ class GradientStep:
     def step(self) -> StepOutcome:
         """Unscale, measure, clip, and step with the gradients the parameters hold."""
         self.steps_in_epoch += 1
+        stop = self.stop_wanted
         if self.group.parallel:
-            self.group.sum_gradients(
-                [param for group in self.optimizer.param_groups for param in group["params"]]
+            votes = self.group.sum_gradients(
+                [param for group in self.optimizer.param_groups for param in group["params"]],
+                vote=float(self.stop_wanted),
             )
+            stop = votes > 0
         self.scaler.unscale_(self.optimizer)
         params = [
             param
@@ -191,9 +197,9 @@ class GradientStep:
         finite = math.isfinite(norm)
         if not finite and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteGradients(norm)
+            raise NonFiniteGradients(norm)  # every rank sees the same summed norm
         if finite and self.max_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, total)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return StepOutcome(norm, taken=finite)
+        return StepOutcome(norm, taken=finite, stop=stop)

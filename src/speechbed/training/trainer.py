@@ -243,9 +243,14 @@ class Trainer:
 
     def _request_stop(self, number: int, frame: object) -> None:
         self.stop_requested = True
+        self.step.stop_wanted = True
 
-    def _stop_if_requested(self, epoch: int) -> None:
-        if self.stop_requested:
+    def _stop_if_requested(self, epoch: int, outcome: StepOutcome | None) -> None:
+        if self.group.parallel:  # the ranks stop together, at the step that carried a vote
+            stopping = outcome is not None and outcome.stop
+        else:
+            stopping = self.stop_requested
+        if stopping:
             print(
                 f"{self.config.info.name}: SIGUSR1: stopping in epoch {epoch}; started again, "
                 f"the run resumes after epoch {epoch - 1}, its newest checkpoint",
@@ -341,7 +346,7 @@ class Trainer:
             total_loss += batch_loss * items
             total_items += items
             bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
-            self._stop_if_requested(epoch)
+            self._stop_if_requested(epoch, outcome)
         learning_rate = self.optimizer.param_groups[0]["lr"]
         try:
             outcome = self.step.finish(num_batches)
@@ -350,6 +355,7 @@ class Trainer:
             raise TrainingDiverged(name, error.norm, step + 1, epoch, num_batches) from None
         if outcome is not None:  # a rank with no batch in the epoch's last, short group
             self._after_step(outcome, step + 1, learning_rate, [])
+            self._stop_if_requested(epoch, outcome)
         total_loss, total_items = self.group.sum(total_loss, total_items)
         return total_loss / max(total_items, 1), self.epoch_max_norm
 
