@@ -35,7 +35,7 @@ class RnntDataConfig(DataConfig):
     )
     tokenizer: Path = Field(
         description="sentencepiece tokenizer folder (scripts/train_tokenizer.py) or its "
-        "tokenizer.model, e.g. ${CACHE_DIRECTORY}/synthetic_librispeech/spm-128; copied into "
+        "tokenizer.model, e.g. ${CACHE_DIRECTORY}/synthetic_librispeech/spm-32; copied into "
         "the run folder"
     )
     train_partition: str = Field(
