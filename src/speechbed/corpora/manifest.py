@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from speechbed.errors import UserInputError
 from speechbed.outputs import atomic_output, write_text_atomic
+
+#: A manifest record type (an utterance, a mixture, a keyword clip).
+Record = TypeVar("Record")
 
 #: File name of a partition's manifest inside a manifest folder.
 MANIFEST_SUFFIX = ".jsonl"
@@ -63,28 +67,58 @@ def manifest_path(folder: str | Path, partition: str) -> Path:
     return Path(folder) / f"{partition}{MANIFEST_SUFFIX}"
 
 
-def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
-    """Write utterances to ``path`` atomically (speechbed.outputs: temporary file, then rename)."""
+def write_json_lines(path: str | Path, records: Iterable[Any]) -> None:
+    """Write records (each with ``to_json()``) to ``path``, one per line, atomically
+    (speechbed.outputs: temporary file, then rename). Every JSON Lines manifest is written so."""
     with atomic_output(path) as temporary, temporary.open("w", encoding="utf-8") as stream:
-        for utterance in utterances:
-            stream.write(utterance.to_json() + "\n")
+        for record in records:
+            stream.write(record.to_json() + "\n")
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """Read a manifest; a malformed line is an error naming the file and line."""
+def read_json_lines(
+    path: str | Path,
+    parse: Callable[[str], Record],
+    *,
+    missing: str,
+    record: str,
+    check: Callable[[Record], str | None] | None = None,
+) -> list[Record]:
+    """The records of a JSON Lines manifest, each line through ``parse`` (blank lines skipped).
+
+    A missing file is a UserInputError ``<path>: <missing>``; a line ``parse`` refuses, or one
+    whose record ``check`` finds a problem with, is one naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path}: manifest not found (run scripts/prep_timit.py first)")
-    utterances = []
+        raise UserInputError(f"{path}: {missing}")
+    records = []
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             try:
-                utterances.append(Utterance.from_json(line))
+                parsed = parse(line)
             except (ValueError, TypeError, KeyError) as error:
-                raise UserInputError(f"{path}:{number}: not a manifest record: {error}") from None
-    return utterances
+                raise UserInputError(f"{path}:{number}: not a {record} record: {error}") from None
+            problem = check(parsed) if check is not None else None
+            if problem is not None:
+                raise UserInputError(f"{path}:{number}: {problem}")
+            records.append(parsed)
+    return records
+
+
+def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> None:
+    """Write utterances to ``path`` atomically."""
+    write_json_lines(path, utterances)
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a manifest; a malformed line is an error naming the file and line."""
+    return read_json_lines(
+        path,
+        Utterance.from_json,
+        missing="manifest not found (run scripts/prep_timit.py first)",
+        record="manifest",
+    )
 
 
 def manifest_hash(path: str | Path) -> str:

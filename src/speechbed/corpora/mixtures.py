@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from speechbed.corpora.manifest import read_json_lines, write_json_lines
 from speechbed.errors import UserInputError
 from speechbed.outputs import atomic_output
 
@@ -44,29 +45,20 @@ class Mixture:
 
 def write_mixtures(path: str | Path, mixtures: Iterable[Mixture]) -> None:
     """Write a partition's mixtures to ``path`` atomically."""
-    with atomic_output(path) as temporary, temporary.open("w", encoding="utf-8") as stream:
-        for mixture in mixtures:
-            stream.write(mixture.to_json() + "\n")
+    write_json_lines(path, mixtures)
 
 
 def read_mixtures(path: str | Path) -> list[Mixture]:
     """Read a mixture manifest; a malformed line is an error naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: mixture manifest not found (run scripts/prep_mixtures.py)")
-    mixtures = []
-    with path.open(encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                mixture = Mixture.from_json(line)
-            except (ValueError, TypeError) as error:
-                raise UserInputError(f"{path}:{number}: not a mixture record: {error}") from None
-            if not mixture.source_paths:
-                raise UserInputError(f"{path}:{number}: mixture {mixture.id} has no sources")
-            mixtures.append(mixture)
-    return mixtures
+    return read_json_lines(
+        path,
+        Mixture.from_json,
+        missing="mixture manifest not found (run scripts/prep_mixtures.py)",
+        record="mixture",
+        check=lambda mixture: (
+            None if mixture.source_paths else f"mixture {mixture.id} has no sources"
+        ),
+    )
 
 
 def read_wav(path: str | Path, expected_rate: int | None = None) -> np.ndarray:

@@ -30,9 +30,10 @@ import numpy as np
 import soundfile
 
 from speechbed.code_versions import CODE_VERSIONS
+from speechbed.corpora.manifest import read_json_lines, write_json_lines
 from speechbed.errors import UserInputError
 from speechbed.lineage import fingerprint
-from speechbed.outputs import atomic_output, write_text_atomic
+from speechbed.outputs import atomic_output
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # every clip is 1 s (shorter files are padded when read)
@@ -271,22 +272,17 @@ def class_names(keywords: Sequence[str]) -> list[str]:
 
 
 def write_clips(path: Path, clips: Iterable[Clip]) -> None:
-    write_text_atomic(path, "".join(clip.to_json() + "\n" for clip in clips))
+    write_json_lines(path, clips)
 
 
 def read_clips(path: str | Path) -> list[Clip]:
     """A KWS manifest; a malformed line is an error naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: manifest not found (run scripts/prep_speech_commands.py)")
-    clips = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                clips.append(Clip(**json.loads(line)))
-            except (ValueError, TypeError) as error:
-                raise UserInputError(f"{path}:{number}: not a clip record: {error}") from None
-    return clips
+    return read_json_lines(
+        path,
+        lambda line: Clip(**json.loads(line)),
+        missing="manifest not found (run scripts/prep_speech_commands.py)",
+        record="clip",
+    )
 
 
 def prepare_speech_commands(
