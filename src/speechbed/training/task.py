@@ -36,9 +36,7 @@ class Task(ABC):
     ``result_header`` and ``evaluate`` per scored partition.
     """
 
-    #: The per-epoch dev metric: its hist.csv column and model.pt key (the best epoch's value).
-    metric: ClassVar[str]
-    #: Whether a lower metric is better (PER) or a higher one (accuracy).
+    #: Whether a lower score is better (PER) or a higher one (accuracy).
     lower_is_better: ClassVar[bool]
     #: The headline score's key in each scored partition's results.json entry ("per",
     #: "accuracy", "wer", "si_sdri"); the reports compare conditions by it (better as
@@ -46,6 +44,12 @@ class Task(ABC):
     score_key: ClassVar[str]
     #: Whether the score is a rate shown as a percentage (PER, accuracy) or not (dB).
     score_is_percent: ClassVar[bool] = True
+
+    @property
+    def metric(self) -> str:
+        """The per-epoch dev score, ``dev_<score_key>``: its hist.csv column and model.pt key
+        (the best epoch's value); the reports read it by that name."""
+        return f"dev_{self.score_key}"
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config

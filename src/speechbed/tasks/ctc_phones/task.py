@@ -43,7 +43,6 @@ def store_token_list(loader: DataLoader) -> tuple[str, ...]:
 class CtcPhonesTask(Task):
     """Phone recognition with CTC, scored by phone error rate on 39 phones (lower is better)."""
 
-    metric: ClassVar[str] = "dev_per"
     lower_is_better: ClassVar[bool] = True
     score_key: ClassVar[str] = "per"
     config: CtcPhonesRunConfig

@@ -65,7 +65,6 @@ def predict_logits(
 class KwsTask(Task):
     """Keyword spotting: a clip's class, scored by accuracy (higher is better)."""
 
-    metric: ClassVar[str] = "dev_accuracy"
     lower_is_better: ClassVar[bool] = False
     score_key: ClassVar[str] = "accuracy"
     score_is_percent: ClassVar[bool] = True

@@ -103,7 +103,6 @@ def word_trn_lines(transcripts: Mapping[str, str]) -> str:
 class RnntTask(Task):
     """Speech recognition with an RNN transducer, scored by word error rate (lower is better)."""
 
-    metric: ClassVar[str] = "dev_wer"
     lower_is_better: ClassVar[bool] = True
     score_key: ClassVar[str] = "wer"
     score_is_percent: ClassVar[bool] = True

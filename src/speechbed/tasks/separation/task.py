@@ -67,7 +67,6 @@ def model_settings(model: SeparationModelConfig) -> SeparationModelSettings:
 class SeparationTask(Task):
     """Two-speaker separation; dev metric and headline score: SI-SDR improvement (dB)."""
 
-    metric: ClassVar[str] = "dev_si_sdri"
     lower_is_better: ClassVar[bool] = False
     score_key: ClassVar[str] = "si_sdri"
     score_is_percent: ClassVar[bool] = False
