@@ -371,6 +371,18 @@ class RunConfig(JobSchema):
             raise ValueError(problem)
         return value
 
+    def training_inputs(self) -> dict[str, Path]:
+        """The files a run trains from besides its partitions, by config key
+        (``{"data.tokenizer": path}``): the run lineage fingerprints them, and a changed one
+        makes the trained run stale. None by default; a task's run config names its own."""
+        return {}
+
+    def evaluation_inputs(self) -> dict[str, Path]:
+        """The files evaluation reads besides model.pt and the scored partitions, by config
+        key: results.json records their fingerprints, and a changed one recomputes the
+        results. None by default; a task's run config names its own."""
+        return {}
+
     @property
     def model_seed(self) -> int:
         """The seed of the parameter initialisation."""

@@ -2,7 +2,9 @@
 
 ``scripts/evaluate.py`` calls ``evaluate_run``; the task (speechbed.training.task) decodes and
 scores each partition and names the result fields. The experiments' reports read
-``results.json`` (its ``data_fingerprints`` say which feature stores the numbers come from).
+``results.json`` (its ``data_fingerprints`` say which feature stores the numbers come from,
+its ``input_fingerprints`` which other files: those the model was trained from and those
+evaluation reads, ``RunConfig.evaluation_inputs``; absent when there are none).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from speechbed.outputs import write_text_atomic
 from speechbed.run_folder import RunFolder
 from speechbed.training.config import RunConfig
 from speechbed.training.model_file import load_trained_model
-from speechbed.training.run_lineage import store_fingerprints
+from speechbed.training.run_lineage import input_fingerprints, store_fingerprints
 from speechbed.training.task import make_task
 from speechbed.training.trainer import resolve_device
 
@@ -35,14 +37,15 @@ def scored_partitions(config: RunConfig) -> dict[str, str]:
 
 
 class EvaluationJob(RunConfig):
-    """The run config as the job of scripts/evaluate.py: reads model.pt and the scored stores."""
+    """The run config as the job of scripts/evaluate.py: reads model.pt, the scored stores and
+    the task's evaluation inputs (``evaluation_inputs``)."""
 
     code_versions: ClassVar[dict[str, int]] = {"evaluation": EVALUATION_CODE_VERSION}
 
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         run = RunFolder(Path(self.info.run_dir))
         stores = [self.data.source(partition) for partition in scored_partitions(self).values()]
-        return [run.model, *stores], [run.results]
+        return [run.model, *stores, *self.evaluation_inputs().values()], [run.results]
 
 
 def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
@@ -56,6 +59,7 @@ def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
     model, saved = load_trained_model(task, run, device)
     partitions = scored_partitions(config)
     data_fingerprints = _data_fingerprints(config, saved, list(partitions.values()))
+    inputs = _input_fingerprints(config, saved)
     settings = {
         "fingerprint": saved["fingerprint"],
         "code_version": EVALUATION_CODE_VERSION,
@@ -66,6 +70,7 @@ def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
         if (
             previous.get("settings") == settings
             and previous.get("data_fingerprints") == data_fingerprints
+            and previous.get("input_fingerprints", {}) == inputs
         ):
             print(f"{run.results}: up to date; skipped")
             return previous
@@ -80,6 +85,7 @@ def evaluate_run(config: RunConfig, force: bool = False) -> dict[str, Any]:
         **task.result_header(saved),
         "settings": settings,
         "data_fingerprints": data_fingerprints,
+        **({"input_fingerprints": inputs} if inputs else {}),
     }
     for role, partition in partitions.items():
         entry = task.evaluate(model, saved, role, partition, run)
@@ -113,4 +119,24 @@ def _data_fingerprints(
                 "scripts/train.py (it moves the old run aside)"
             )
         found[partition] = now
+    return found
+
+
+def _input_fingerprints(config: RunConfig, saved: dict[str, Any]) -> dict[str, str]:
+    """The other files behind the results: those the model was trained from (as model.pt
+    records them) and the evaluation inputs read now.
+
+    An evaluation input the model was also trained from (rnnt's mel statistics when they gave
+    the dev metric) must not have changed since: the model is then stale, as for a store.
+    """
+    model_path = RunFolder(Path(config.info.run_dir)).model
+    found = dict(saved.get("input_fingerprints") or {})
+    inputs = config.evaluation_inputs()
+    for key, now in input_fingerprints(inputs).items():
+        if found.get(key, now) != now:
+            raise UserInputError(
+                f"{model_path}: trained with another {key} than {inputs[key]} holds now; "
+                "train it again with scripts/train.py (it moves the old run aside)"
+            )
+        found[key] = now
     return found

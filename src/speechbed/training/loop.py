@@ -29,7 +29,8 @@ from speechbed.training.trainer import Trainer, resolve_device
 
 
 class TrainingJob(RunConfig):
-    """The run config as the job of scripts/train.py: reads the train and dev stores, writes the run.
+    """The run config as the job of scripts/train.py: reads the train and dev stores and the
+    task's other training inputs (``training_inputs``), writes the run.
 
     Its outputs are the run folder (whose lock, ``.<run_dir name>.lock`` beside it, makes a
     second trainer of the same run wait, then find it trained) and ``model.pt``.
@@ -40,7 +41,7 @@ class TrainingJob(RunConfig):
     def lineage_paths(self) -> tuple[list[Path], list[Path]]:
         data, run = self.data, RunFolder(Path(self.info.run_dir))
         stores = [data.source(data.train_partition), data.source(data.dev_partition)]
-        return stores, [run.path, run.model]
+        return [*stores, *self.training_inputs().values()], [run.path, run.model]
 
 
 @dataclass(frozen=True)

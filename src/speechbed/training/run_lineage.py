@@ -3,12 +3,15 @@
 Used by the training loop (to skip, resume, refuse or move a run aside) and by evaluation
 (to refuse a model whose data changed and to record the data in ``results.json``).
 
-A run's ``fingerprint`` (in every checkpoint and in ``model.pt``) covers three parts, each
+A run's ``fingerprint`` (in every checkpoint and in ``model.pt``) covers these parts, each
 recorded beside it: ``settings_fingerprint`` (every setting that changes the trained
 parameters), ``data_fingerprints`` (``{partition: lineage fingerprint}`` of the train and dev
-stores, not the cache path as written) and ``code_version`` (``TRAINING_CODE_VERSION``).
-Other settings are refused (a person chose them: ``--force`` starts over); other data or code
-make the old run stale: it is moved aside and the run is trained afresh.
+stores, not the cache path as written), ``input_fingerprints`` (``{config key: fingerprint}``
+of the other files the run trains from, ``RunConfig.training_inputs``: a tokenizer, a
+fine-tune checkpoint; absent for a task that names none, so its runs keep their fingerprint)
+and ``code_version`` (``TRAINING_CODE_VERSION``).
+Other settings are refused (a person chose them: ``--force`` starts over); other data, inputs
+or code make the old run stale: it is moved aside and the run is trained afresh.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from speechbed.code_versions import CODE_VERSIONS
+from speechbed.errors import UserInputError
 from speechbed.lineage import digest, fingerprint
 from speechbed.outputs import OutputError, describe_os_error, make_folder, write_bytes_atomic
 from speechbed.tasks import DEFAULT_TASK
@@ -116,6 +120,33 @@ def store_fingerprints(config: RunConfig, partitions: Iterable[str]) -> dict[str
     return found
 
 
+def input_fingerprints(inputs: Mapping[str, Path]) -> dict[str, str]:
+    """``{config key: fingerprint}`` of a run's other inputs (``RunConfig.training_inputs``,
+    ``evaluation_inputs``); a missing one is a UserInputError naming its key and path."""
+    found = {}
+    for key, path in inputs.items():
+        value = fingerprint(path)
+        if value is None:
+            raise UserInputError(
+                f"{key}: {path} not found (the run reads it); fix the path or make it first"
+            )
+        found[key] = value
+    return found
+
+
+def _input_changes(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """In words, the inputs that differ between a run's record and this config."""
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        if key not in before:
+            changes.append(f"{key} was not recorded when it was trained")
+        elif key not in now:
+            changes.append(f"it was trained with a {key} this run no longer reads")
+        elif before[key] != now[key]:
+            changes.append(f"{key} changed since it was trained")
+    return changes
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """The parts of a run's fingerprint, as recorded in its checkpoints and model.pt."""
@@ -123,6 +154,7 @@ class RunIdentity:
     settings_fingerprint: str
     data_fingerprints: dict[str, str]
     code_version: int
+    input_fingerprints: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -133,21 +165,33 @@ class RunIdentity:
             data_fingerprints = store_fingerprints(
                 config, (data.train_partition, data.dev_partition)
             )
-        return cls(settings_fingerprint(config), dict(data_fingerprints), TRAINING_CODE_VERSION)
+        inputs = input_fingerprints(config.training_inputs())
+        return cls(
+            settings_fingerprint(config), dict(data_fingerprints), TRAINING_CODE_VERSION, inputs
+        )
 
     @property
     def fingerprint(self) -> str:
-        data = json.dumps(self.data_fingerprints, sort_keys=True)
-        return digest(["run", self.settings_fingerprint, data, f"code {self.code_version}"])
+        parts = [
+            "run",
+            self.settings_fingerprint,
+            json.dumps(self.data_fingerprints, sort_keys=True),
+        ]
+        if self.input_fingerprints:  # left out when none, so such runs keep their fingerprint
+            parts.append("inputs " + json.dumps(self.input_fingerprints, sort_keys=True))
+        return digest([*parts, f"code {self.code_version}"])
 
     def record(self) -> dict[str, Any]:
-        """The keys a checkpoint and model.pt carry."""
-        return {
+        """The keys a checkpoint and model.pt carry (``input_fingerprints`` only when any)."""
+        record = {
             "fingerprint": self.fingerprint,
             "settings_fingerprint": self.settings_fingerprint,
             "data_fingerprints": dict(self.data_fingerprints),
             "code_version": self.code_version,
         }
+        if self.input_fingerprints:
+            record["input_fingerprints"] = dict(self.input_fingerprints)
+        return record
 
     def difference(self, recorded: Mapping[str, Any], config: RunConfig) -> tuple[bool, str] | None:
         """None when ``recorded`` is this run; else (whether the settings differ, why, in words)."""
@@ -165,9 +209,12 @@ class RunIdentity:
             for partition in set(before) | set(self.data_fingerprints)
             if before.get(partition) != self.data_fingerprints.get(partition)
         )
+        reasons = _input_changes(recorded.get("input_fingerprints") or {}, self.input_fingerprints)
         if changed:
             names = ", ".join(f"'{partition}'" for partition in changed)
-            return False, f"the feature store of {names} changed since it was trained"
+            reasons.insert(0, f"the feature store of {names} changed since it was trained")
+        if reasons:
+            return False, "; ".join(reasons)
         return False, (
             f"it was trained by training code version {recorded.get('code_version')} "
             f"(now {self.code_version})"

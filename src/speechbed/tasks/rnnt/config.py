@@ -231,3 +231,21 @@ class RnntRunConfig(RunConfig):
     evaluation: RnntEvaluationConfig = Field(
         default_factory=RnntEvaluationConfig, description="greedy decoding and WER"
     )
+
+    def training_inputs(self) -> dict[str, Path]:
+        """The tokenizer, the fine-tune checkpoint, and the mel statistics when the dev metric
+        (``evaluation.normalizations[0]``, which selects the best epoch and drives the plateau
+        schedule) normalises with them."""
+        inputs = {"data.tokenizer": Path(self.data.tokenizer)}
+        if self.training.fine_tune and self.training.checkpoint is not None:
+            inputs["training.checkpoint"] = Path(self.training.checkpoint)
+        statistics = self.data.mel_statistics
+        if statistics is not None and self.evaluation.normalizations[0] != "utterance":
+            inputs["data.mel_statistics"] = Path(statistics)
+        return inputs
+
+    def evaluation_inputs(self) -> dict[str, Path]:
+        """The mel statistics (streaming normalisation, the deployment checkpoint), when set;
+        evaluation decodes with the tokenizer kept in model.pt, not ``data.tokenizer``."""
+        statistics = self.data.mel_statistics
+        return {} if statistics is None else {"data.mel_statistics": Path(statistics)}
