@@ -3,13 +3,22 @@
 Used by the training loop and the trainer. A job started with ``WORLD_SIZE`` > 1 in its
 environment (``torchrun --nproc-per-node N``, or Slurm tasks that set ``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``) joins one process group: Gloo on CPU,
-NCCL on CUDA. Every rank builds the same loader (same seed, same batch order) and trains on
-its shard of each global step's batches: with N ranks and ``gradient_accumulation`` k, a
-step takes N x k consecutive batches, batch i going to rank i mod N. Each batch's loss is
-divided by the global group's size and the ranks' gradients are summed, so N ranks make the
-step one process makes with N x k accumulation. Only rank 0 writes (hist.csv, TensorBoard,
-checkpoints, model.pt); a rank that dies ends the others at the next collective, after
-``timeout_seconds``, with an error instead of a hang.
+NCCL on CUDA. Ranks take their batches in one of two ways:
+
+- from a batch sampler (feature stores, manifests): every rank builds the same loader (same
+  seed, same batch order) and trains on its shard of each global step's batches: with N ranks
+  and ``gradient_accumulation`` k, a step takes N x k consecutive batches, batch i going to
+  rank i mod N. Each batch's loss is divided by the step's batch count and the ranks'
+  gradients are summed, so N ranks make the step one process makes with N x k accumulation.
+- from a loader that splits itself over the ranks (``RankSplitLoader``: WebDataset shards,
+  where each rank reads its own shards): each rank steps after k of its own batches; the
+  ranks' batch counts ride in the gradient all-reduce and the sum is divided by the step's
+  total, so a step is the mean over the batches the ranks took. Ranks may hold unequal numbers
+  of batches: one that runs out takes empty steps until every rank has (a flag in the same
+  all-reduce says whether any rank has more), so the collectives stay paired.
+
+Only rank 0 writes (hist.csv, TensorBoard, checkpoints, model.pt); a rank that dies ends the
+others at the next collective, after ``timeout_seconds``, with an error instead of a hang.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -44,24 +53,26 @@ class ProcessGroup:
     def parallel(self) -> bool:
         return self.world_size > 1
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter], vote: float = 0.0) -> float:
+    def sum_gradients(
+        self, params: Sequence[torch.nn.Parameter], extras: Sequence[float] = ()
+    ) -> list[float]:
         """Replace every parameter's gradient by the sum over the ranks (a missing one is 0);
-        returns the sum of the ranks' ``vote``, carried in the same all-reduce (how the ranks
-        agree, at one step, to stop)."""
+        returns the sums of the ranks' ``extras``, carried in the same all-reduce (how the
+        ranks agree, at one step, to stop, and count the step's batches)."""
         if not self.parallel:
-            return vote
+            return [float(value) for value in extras]
         for param in params:
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
         flat = torch.cat([param.grad.reshape(-1) for param in params])
-        flat = torch.cat([flat, flat.new_tensor([vote])])
+        flat = torch.cat([flat, flat.new_tensor(list(extras))])
         torch.distributed.all_reduce(flat)
         offset = 0
         for param in params:
             count = param.grad.numel()
             param.grad.copy_(flat[offset : offset + count].view_as(param.grad))
             offset += count
-        return float(flat[-1])
+        return flat[offset:].tolist()
 
     def sum(self, *values: float) -> list[float]:
         """Each value summed over the ranks."""
@@ -172,10 +183,30 @@ class ShardedBatches:
         return max(0, (total - group.rank + group.world_size - 1) // group.world_size)
 
 
-def shard_loader(
-    loader: torch.utils.data.DataLoader, group: ProcessGroup
-) -> torch.utils.data.DataLoader:
-    """The loader of this rank's batches (the loader itself for one process)."""
+@runtime_checkable
+class RankSplitLoader(Protocol):
+    """A training loader whose iteration reads only one rank's part of the epoch (shards).
+
+    ``for_rank`` gives the loader of one rank; ``rank_batch_counts`` the batches each rank's
+    loader yields in an epoch (every epoch has as many), which set the epoch's step count.
+    """
+
+    splits_across_ranks: bool
+
+    def for_rank(self, rank: int, world_size: int) -> RankSplitLoader: ...
+
+    def rank_batch_counts(self) -> list[int]: ...
+
+
+def splits_across_ranks(loader: Any) -> bool:
+    """Whether ``loader`` reads one rank's part of the epoch itself (a ``RankSplitLoader``)."""
+    return bool(getattr(loader, "splits_across_ranks", False))
+
+
+def rank_loader(loader: Any, group: ProcessGroup) -> Any:
+    """The loader of this rank's batches (the loader itself for one process and a sampler)."""
+    if splits_across_ranks(loader):
+        return loader.for_rank(group.rank, group.world_size)
     if not group.parallel:
         return loader
     if loader.batch_sampler is None:
@@ -187,3 +218,11 @@ def shard_loader(
         num_workers=loader.num_workers,
         generator=loader.generator,
     )
+
+
+def steps_per_epoch(loader: Any, accumulation: int, group: ProcessGroup) -> int:
+    """Optimiser steps an epoch of ``loader`` (every rank's batches) takes."""
+    if splits_across_ranks(loader):
+        counts = loader.for_rank(group.rank, group.world_size).rank_batch_counts()
+        return max(-(-count // accumulation) for count in counts)
+    return -(-len(loader) // (accumulation * group.world_size))

@@ -7,7 +7,7 @@ schedules are in speechbed.training.schedules.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,7 +124,9 @@ class GradientStep:
 
     With data-parallel ranks (``group``) a group is ``accumulation x world_size`` batches of
     the epoch, batch i on rank i mod world_size; the ranks' gradients are summed before the
-    step (speechbed.training.distributed).
+    step. With ``rank_local`` (a loader that splits itself over the ranks) a group is each
+    rank's next ``accumulation`` batches, however many each has left; the step divides by the
+    batches it summed (speechbed.training.distributed).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class GradientStep:
         accumulation: int = 1,
         max_grad_norm: float | None = None,
         group: ProcessGroup = ALONE,
+        rank_local: bool = False,
     ) -> None:
         if accumulation < 1:
             raise ValueError(f"accumulation must be at least 1, got {accumulation}")
@@ -142,15 +145,22 @@ class GradientStep:
         self.accumulation = accumulation
         self.max_grad_norm = max_grad_norm
         self.group = group
+        self.rank_local = rank_local
         self.steps_in_epoch = 0
         self.stop_wanted = False  # this rank's vote, summed with the others' at each step
+        self.any_rank_has_more = True  # (rank_local) from the latest step's all-reduce
 
-    def __call__(self, loss: torch.Tensor, index: int, num_batches: int) -> StepOutcome | None:
+    def __call__(
+        self, loss: torch.Tensor, index: int, num_batches: int, last: bool = False
+    ) -> StepOutcome | None:
         """Back-propagate this rank's batch ``index`` (from 0) of the epoch's ``num_batches``
-        (on all ranks); step at a group's end.
+        (on all ranks); step at a group's end. ``rank_local``: ``num_batches`` is not known,
+        ``last`` says whether this is the rank's last batch of the epoch.
 
         Returns the step's outcome after the group's last batch, None before it.
         """
+        if self.rank_local:
+            return self._rank_local(loss, index, last)
         ranks, rank = self.group.world_size, self.group.rank
         batch = index * ranks + rank  # the batch's place in the epoch, over all ranks
         span = self.accumulation * ranks
@@ -163,43 +173,75 @@ class GradientStep:
             return None
         return self.step()
 
-    def finish(self, num_batches: int) -> StepOutcome | None:
-        """End an epoch of ``num_batches`` (over all ranks). A rank that had no batch in the
-        epoch's last, short group still takes its step (with zero gradients), as the others
-        wait for its sum; returns that step's outcome, else None."""
-        steps = -(-num_batches // (self.accumulation * self.group.world_size))
-        outcome = None
-        if self.group.parallel and self.steps_in_epoch < steps:
+    def _rank_local(self, loss: torch.Tensor, index: int, last: bool) -> StepOutcome | None:
+        """A batch of a rank that reads its own: its loss is divided by a full step's batch
+        count here, and the step corrects that when the ranks summed fewer."""
+        position = index % self.accumulation
+        if position == 0:
             self.optimizer.zero_grad(set_to_none=True)
-            outcome = self.step()
-        self.steps_in_epoch = 0
-        return outcome
+        span = self.accumulation * self.group.world_size
+        self.scaler.scale(loss if span == 1 else loss / span).backward()
+        if position + 1 < self.accumulation and not last:
+            return None
+        return self.step(batches=position + 1, more=not last)
 
-    def step(self) -> StepOutcome:
-        """Unscale, measure, clip, and step with the gradients the parameters hold."""
+    def finish(self, num_batches: int) -> Iterator[StepOutcome]:
+        """End an epoch of ``num_batches`` (over all ranks; unused with ``rank_local``).
+
+        A rank with no batch left takes steps with zero gradients while the others still
+        take theirs, as they wait for its sum: in the epoch's last, short group of a sampler,
+        or (``rank_local``) until no rank has batches left. Yields those steps' outcomes; the
+        caller stops taking them at one that says stop (every rank sees the same).
+        """
+        if self.rank_local:
+            while self.any_rank_has_more:
+                self.optimizer.zero_grad(set_to_none=True)
+                outcome = self.step(batches=0, more=False)
+                if outcome is not None:
+                    yield outcome
+            self.any_rank_has_more = True
+        else:
+            steps = -(-num_batches // (self.accumulation * self.group.world_size))
+            if self.group.parallel and self.steps_in_epoch < steps:
+                self.optimizer.zero_grad(set_to_none=True)
+                outcome = self.step()
+                if outcome is not None:
+                    yield outcome
+        self.steps_in_epoch = 0
+
+    def step(self, batches: int = 0, more: bool = False) -> StepOutcome | None:
+        """Unscale, measure, clip, and step with the gradients the parameters hold.
+
+        ``rank_local``: ``batches`` is how many this rank summed into them and ``more``
+        whether it has batches left; a step with no batch on any rank is not taken (None).
+        """
         self.steps_in_epoch += 1
         stop = self.stop_wanted
-        if self.group.parallel:
-            votes = self.group.sum_gradients(
-                [param for group in self.optimizer.param_groups for param in group["params"]],
-                vote=float(self.stop_wanted),
-            )
+        params = [param for group in self.optimizer.param_groups for param in group["params"]]
+        if self.group.parallel or self.rank_local:
+            extras = (float(self.stop_wanted), float(batches), float(more))
+            votes, total, more_ranks = self.group.sum_gradients(params, extras)
             stop = votes > 0
+            if self.rank_local:
+                self.any_rank_has_more = more_ranks > 0
+                span = self.accumulation * self.group.world_size
+                if total == 0:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                if total != span:  # fewer batches than a full step: their mean, not /span
+                    for param in params:
+                        if param.grad is not None:
+                            param.grad.mul_(span / total)
         self.scaler.unscale_(self.optimizer)
-        params = [
-            param
-            for group in self.optimizer.param_groups
-            for param in group["params"]
-            if param.grad is not None
-        ]
-        total = torch.nn.utils.get_total_norm([param.grad for param in params])
-        norm = float(total)
+        params = [param for param in params if param.grad is not None]
+        total_norm = torch.nn.utils.get_total_norm([param.grad for param in params])
+        norm = float(total_norm)
         finite = math.isfinite(norm)
         if not finite and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteGradients(norm)  # every rank sees the same summed norm
         if finite and self.max_grad_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, total)
+            torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, total_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return StepOutcome(norm, taken=finite, stop=stop)

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,9 @@ from speechbed.training.distributed import (
     RANK_SEED_STRIDE,
     ProcessGroup,
     RankRandomStates,
-    shard_loader,
+    rank_loader,
+    splits_across_ranks,
+    steps_per_epoch,
 )
 from speechbed.training.ema import WeightAverage
 from speechbed.training.optimization import (
@@ -112,6 +114,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """Each item with whether it is the last (one item read ahead)."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
 class Trainer:
     """One run's training state and its epochs; ``checkpoint_metadata`` goes into each checkpoint.
 
@@ -151,7 +166,9 @@ class Trainer:
         )
         # every rank's batches (this rank's loader holds its share of them)
         self.all_batches = train_loader
-        self.train_loader = shard_loader(train_loader, group)
+        self.train_loader = rank_loader(train_loader, group)
+        # a loader that reads one rank's part itself: each rank's own groups (GradientStep)
+        rank_local = splits_across_ranks(train_loader)
         self.dev_loader = task.open_loader(
             data.dev_partition, shuffle=False, generator=torch.Generator()
         )
@@ -164,9 +181,7 @@ class Trainer:
         self.model_description = built.description
         self.optimizer = make_optimizer(training, self.model, task.parameter_groups(self.model))
         #: optimiser steps per epoch (every epoch has as many batches)
-        self.steps_per_epoch = math.ceil(
-            len(train_loader) / (training.gradient_accumulation * group.world_size)
-        )
+        self.steps_per_epoch = steps_per_epoch(train_loader, training.gradient_accumulation, group)
         self.schedule = make_schedule(
             training, self.optimizer, task.lower_is_better, self.steps_per_epoch
         )
@@ -190,6 +205,7 @@ class Trainer:
             training.gradient_accumulation,
             training.max_grad_norm,
             group,
+            rank_local,
         )
         self.log = RunLog(run, task.metric, group.writes)
         self.stopped = False
@@ -312,7 +328,8 @@ class Trainer:
         model.train()
         total_loss, total_items = 0.0, 0
         self.epoch_max_norm = math.nan
-        num_batches = len(self.all_batches)  # of this epoch, over all ranks
+        # of this epoch, over all ranks (known for a sampler's batches, not read otherwise)
+        num_batches = 0 if self.step.rank_local else len(self.all_batches)
         step = (epoch - 1) * self.steps_per_epoch
         group_losses: list[float] = []
         # in a log file (no terminal) a bar redrawn every few seconds would bury the epoch lines
@@ -324,7 +341,7 @@ class Trainer:
             disable=not (self.progress and self.group.writes),
             mininterval=1.0 if sys.stderr.isatty() else 30.0,
         )
-        for index, batch in enumerate(bar):
+        for index, (batch, last) in enumerate(_with_last(bar)):
             batch = task.augment(batch, self.augmentation)
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.mixed_precision):
                 outputs = task.forward(model, batch, device)
@@ -332,7 +349,7 @@ class Trainer:
             learning_rate = self.optimizer.param_groups[0]["lr"]
             batch_number = index * self.group.world_size + self.group.rank + 1
             try:
-                outcome = self.step(loss, index, num_batches)
+                outcome = self.step(loss, index, num_batches, last)
             except NonFiniteGradients as error:
                 name = self.config.info.name
                 raise TrainingDiverged(name, error.norm, step + 1, epoch, batch_number) from None
@@ -347,15 +364,15 @@ class Trainer:
             total_items += items
             bar.set_postfix(loss=f"{total_loss / total_items:.3f}")
             self._stop_if_requested(epoch, outcome)
-        learning_rate = self.optimizer.param_groups[0]["lr"]
         try:
-            outcome = self.step.finish(num_batches)
+            # steps of a rank with no batch left while the others take theirs
+            for outcome in self.step.finish(num_batches):
+                step += 1
+                self._after_step(outcome, step, self.optimizer.param_groups[0]["lr"], [])
+                self._stop_if_requested(epoch, outcome)
         except NonFiniteGradients as error:
             name = self.config.info.name
             raise TrainingDiverged(name, error.norm, step + 1, epoch, num_batches) from None
-        if outcome is not None:  # a rank with no batch in the epoch's last, short group
-            self._after_step(outcome, step + 1, learning_rate, [])
-            self._stop_if_requested(epoch, outcome)
         total_loss, total_items = self.group.sum(total_loss, total_items)
         return total_loss / max(total_items, 1), self.epoch_max_norm
 

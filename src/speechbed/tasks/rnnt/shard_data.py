@@ -9,6 +9,7 @@ into batches and shuffles those, as the manifest loader's length buckets do.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Iterator
@@ -63,8 +64,9 @@ class ShardSpeechBatches(IterableDataset):
 
 class ShardBatchLoader:
     """What the trainer reads of a training loader, over shards: its batches, their number per
-    epoch (over all ranks) and ``batch_sampler.set_epoch``. The shards split themselves over
-    ranks, so a data-parallel trainer must use it as it is (``splits_across_ranks``)."""
+    epoch and ``batch_sampler.set_epoch``. The shards split themselves over ranks: a
+    data-parallel trainer takes each rank's loader (``for_rank``, ``splits_across_ranks``,
+    speechbed.training.distributed), whose ranks may hold unequal numbers of batches."""
 
     splits_across_ranks = True
 
@@ -77,12 +79,29 @@ class ShardBatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.batches.shards.set_epoch(epoch)
 
+    def for_rank(self, rank: int, world_size: int) -> ShardBatchLoader:
+        """The loader of one rank's part of every epoch."""
+        shards = copy.copy(self.batches.shards)
+        shards.rank, shards.world_size = rank, world_size
+        batches = copy.copy(self.batches)
+        batches.shards = shards
+        return ShardBatchLoader(batches, self.num_workers)
+
     def __iter__(self) -> Iterator[SpeechBatch]:
         loader = DataLoader(self.batches, batch_size=None, num_workers=self.num_workers)
         return iter(loader)
 
-    def __len__(self) -> int:
-        """Batches per epoch over all ranks and workers (from the durations in shards.json)."""
+    def _rank_and_world(self) -> tuple[int, int]:
+        shards = self.batches.shards
+        if shards.rank is not None and shards.world_size is not None:
+            return shards.rank, shards.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def rank_batch_counts(self) -> list[int]:
+        """The batches each rank reads in an epoch (from the utterance counts in shards.json):
+        its (rank, worker) slots' utterances cut into batches, slot by slot."""
         shards = self.batches.shards
         index = read_shard_index(shards.urls)
         if index is None or len(index["shards"]) != len(shards.urls):
@@ -90,18 +109,23 @@ class ShardBatchLoader:
                 f"data.train_shards: {shards.urls[0]}: training needs the shards' shards.json "
                 "beside them (scripts/write_shards.py writes it), listing these shards"
             )
-        world_size = shards.world_size or (
-            torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        )
-        slots = world_size * max(1, self.num_workers)
-        total = 0
-        for slot in range(slots):
-            kept = 0
-            for reading in slot_readings(len(shards.urls), slots, slot):
-                count = index["shards"][reading.shard]["utterances"]
-                kept += len(range(reading.offset, count, reading.stride))
-            total += math.ceil(kept / self.batches.batch_size)
-        return total
+        world_size = self._rank_and_world()[1]
+        workers = max(1, self.num_workers)
+        counts = []
+        for rank in range(world_size):
+            batches = 0
+            for slot in range(rank * workers, (rank + 1) * workers):
+                kept = 0
+                for reading in slot_readings(len(shards.urls), world_size * workers, slot):
+                    count = index["shards"][reading.shard]["utterances"]
+                    kept += len(range(reading.offset, count, reading.stride))
+                batches += math.ceil(kept / self.batches.batch_size)
+            counts.append(batches)
+        return counts
+
+    def __len__(self) -> int:
+        """Batches per epoch of this loader's rank (all of them for one process)."""
+        return self.rank_batch_counts()[self._rank_and_world()[0]]
 
 
 def open_shard_loader(
