@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -349,3 +350,38 @@ def test_stale_reads_the_source_the_runs_task_reads_a_partition_from(tmp_path, m
         f"stale: its train data {audio / 'train.zarr'} changed since the run"
     )
     assert stale.loc["c-1", "dev_accuracy"] == pytest.approx(90.0)
+
+
+def test_a_run_whose_tokenizer_changed_is_stale(tmp_path, monkeypatch):
+    """results.json's input_fingerprints (rnnt's tokenizer, mel statistics) are checked too."""
+    wer = Score("wer", lower_is_better=True, is_percent=True)
+    data = tmp_path / "cache" / "asr"
+    data.mkdir(parents=True)
+    for partition in ("train", "dev", "test"):
+        (data / f"{partition}.json").write_text(f"[] {partition}")
+    tokenizer = tmp_path / "cache" / "spm" / "tokenizer.model"
+    tokenizer.parent.mkdir()
+    tokenizer.write_bytes(b"pieces v1")
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))
+    folder = _experiment(tmp_path / "artifacts", "asr_exp", wer, {"c": ([0.4], [0.3])}, "x")
+    run = folder / "c-1"
+    config = {
+        "task": "rnnt",
+        "info": {"name": "c-1", "seed": 1, "run_dir": str(run)},
+        "data": {"data_folder": "${CACHE_DIRECTORY}/asr", "tokenizer": "${CACHE_DIRECTORY}/spm"},
+    }
+    (run / "config.yml").write_text(yaml.safe_dump(config))
+    results = json.loads((run / "results.json").read_text())
+    results["data_fingerprints"] = {
+        partition: fingerprint(data / f"{partition}.json") for partition in ("train", "dev", "test")
+    }
+    results["input_fingerprints"] = {"data.tokenizer": fingerprint(tokenizer.parent)}
+    (run / "results.json").write_text(json.dumps(results))
+    assert len(load_results("asr_exp", tmp_path / "artifacts").runs) == 1
+
+    time.sleep(0.01)
+    tokenizer.write_bytes(b"pieces v2, retrained")
+    stale = load_results("asr_exp", tmp_path / "artifacts").stale.set_index("run_id")
+    assert stale.loc["c-1", "status"] == (
+        f"stale: its data.tokenizer {tokenizer.parent} changed since the run"
+    )

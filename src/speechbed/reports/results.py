@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,28 +182,39 @@ def stale_reason(
     """Why a finished run no longer matches its data ("stale: ..."), or None when it does.
 
     Each partition in the results' ``data_fingerprints`` is compared with the file or folder
-    the run's task reads it from now (``config.data.source(partition)``). Only a change seen
-    is stale: results that record no data fingerprints, a source since deleted (caches are
-    rebuilt, results stay valid), or a config or source this environment cannot read or
-    resolve leave the run current."""
+    the run's task reads it from now (``config.data.source(partition)``), and each file in its
+    ``input_fingerprints`` (a tokenizer, mel statistics: ``RunConfig.training_inputs`` and
+    ``evaluation_inputs``) with that file now. Only a change seen is stale: results that
+    record no fingerprints, a source since deleted (caches are rebuilt, results stay valid),
+    or a config or source this environment cannot read or resolve leave the run current."""
     recorded = results.get("data_fingerprints")
-    if not isinstance(recorded, Mapping) or not recorded:
+    inputs = results.get("input_fingerprints")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    inputs = inputs if isinstance(inputs, Mapping) else {}
+    if not recorded and not inputs:
         return None
     environ = os.environ if environ is None else environ
     root = repository_root(environ) if root is None else root
     config_path = RunFolder(run_dir).config
     try:
-        data = _run_config(run_dir).data
+        config = _run_config(run_dir)
     except (OSError, yaml.YAMLError, TypeError, ValueError, UserInputError):
         return None  # (a pydantic ValidationError is a ValueError)
-    for partition, was in sorted(recorded.items()):
+    paths = {**config.training_inputs(), **config.evaluation_inputs()}
+    checks = [(f"{partition} data", was, partial(config.data.source, partition))
+              for partition, was in sorted(recorded.items())]  # fmt: skip
+    checks += [(key, was, partial(paths.get, key)) for key, was in sorted(inputs.items())]
+    for name, was, path_now in checks:
         try:
-            source = _as_the_run_sees_it(data.source(partition), config_path, environ, root)
+            path = path_now()
+            if path is None:  # an input this config no longer names
+                continue
+            source = _as_the_run_sees_it(path, config_path, environ, root)
         except (NotImplementedError, ValueError, UserInputError):
             continue
         now = fingerprint(source)
         if now is not None and now != was:
-            return f"stale: its {partition} data {source} changed since the run"
+            return f"stale: its {name} {source} changed since the run"
     return None
 
 
