@@ -102,6 +102,11 @@ class ProcessGroup:
         if self.parallel:
             torch.distributed.barrier()
 
+    def leave(self) -> None:
+        """End this process's part in the group (every rank, once training is done)."""
+        if self.parallel and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 #: Rank r > 0 seeds its dropout and augmentation draws with the run's seed + r x this.
 RANK_SEED_STRIDE = 1_000_003

@@ -162,14 +162,25 @@ def train_run(
     best = trainer.best_epoch()
     value = trainer.history[best - 1][task.metric]
     summary = TrainingSummary(best, value, len(trainer.history), skipped=False)
-    if not group.writes:
-        return summary
-    save_model_record(
-        run,
-        trainer.best_weights(store.load(best)),
-        trainer.model_description,
-        {"epoch": best, task.metric: value, **identity.record(), "run_name": config.info.name},
-    )
-    mark_trained(run, identity)
-    print(f"{config.info.name}: best epoch {best}, {task.describe_metric(value)}")
+    if group.writes:
+        try:
+            save_model_record(
+                run,
+                trainer.best_weights(store.load(best)),
+                trainer.model_description,
+                {
+                    "epoch": best,
+                    task.metric: value,
+                    **identity.record(),
+                    "run_name": config.info.name,
+                },
+            )
+            mark_trained(run, identity)
+        except BaseException:
+            group.share(False)
+            raise
+        print(f"{config.info.name}: best epoch {best}, {task.describe_metric(value)}")
+    if not group.share(True):  # the other ranks end once model.pt is written, or fail
+        raise UserInputError(f"{config.info.name}: rank 0 could not save the model (see its error)")
+    group.leave()
     return summary
