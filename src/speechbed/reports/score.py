@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from speechbed.errors import UserInputError
+from speechbed.tasks import TASKS
+from speechbed.training.config import run_config_class
 
 #: How each known score key reads in a text (the others read as their key).
 _NAMES = {"per": "PER", "wer": "WER", "cer": "CER", "accuracy": "accuracy", "si_sdri": "SI-SDRi"}
@@ -73,16 +75,17 @@ class Score:
 
 
 PER = Score()
-#: The scores of the registered tasks: a history without results names its score by column.
-KNOWN_SCORES = {
-    score.key: score
-    for score in (
-        PER,
-        Score("wer", lower_is_better=True, is_percent=True),
-        Score("accuracy", lower_is_better=False, is_percent=True),
-        Score("si_sdri", lower_is_better=False, is_percent=False),
-    )
-}
+
+
+def known_scores() -> dict[str, Score]:
+    """``{key: score}`` of the registered tasks, as their run configs state them (a history
+    without results names its score by its ``dev_<key>`` column)."""
+    scores = {}
+    for task in TASKS:
+        config = run_config_class(task)
+        score = Score(config.score_key, config.lower_is_better, config.score_is_percent)
+        scores[score.key] = score
+    return scores
 
 
 def score_of_results(results: Mapping[str, Any], source: str | Path = "results.json") -> Score:
@@ -107,10 +110,11 @@ def score_of_results(results: Mapping[str, Any], source: str | Path = "results.j
 
 def score_of_history(columns: Iterable[str]) -> Score | None:
     """A known score whose dev column (``dev_<key>``) a hist.csv holds, else None."""
+    scores = known_scores()
     for column in columns:
-        known = KNOWN_SCORES.get(str(column).removeprefix("dev_"))
-        if str(column).startswith("dev_") and known is not None:
-            return known
+        column = str(column)
+        if column.startswith("dev_") and column.removeprefix("dev_") in scores:
+            return scores[column.removeprefix("dev_")]
     return None
 
 

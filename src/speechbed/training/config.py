@@ -338,6 +338,12 @@ class RunConfig(JobSchema):
     #: Whether an experiment's cache step (scripts/compute_features.py from manifests, the
     #: sweep's ``populate_cache``) can make the task's data; else its data_prep pipeline does.
     feature_cache_step: ClassVar[bool] = False
+    #: The task's headline score (set by each task's config, so the reports read it without
+    #: torch): its results.json key ("per", "wer", "accuracy", "si_sdri"; ``dev_<key>`` in
+    #: hist.csv), whether lower is better, whether it is a rate shown in % (else dB).
+    score_key: ClassVar[str]
+    lower_is_better: ClassVar[bool]
+    score_is_percent: ClassVar[bool] = True
 
     @pydantic.model_validator(mode="wrap")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from speechbed.tasks import task_class
 
@@ -36,14 +36,18 @@ class Task(ABC):
     ``result_header`` and ``evaluate`` per scored partition.
     """
 
-    #: Whether a lower score is better (PER) or a higher one (accuracy).
-    lower_is_better: ClassVar[bool]
-    #: The headline score's key in each scored partition's results.json entry ("per",
-    #: "accuracy", "wer", "si_sdri"); the reports compare conditions by it (better as
-    #: ``lower_is_better`` says).
-    score_key: ClassVar[str]
-    #: Whether the score is a rate shown as a percentage (PER, accuracy) or not (dB).
-    score_is_percent: ClassVar[bool] = True
+    @property
+    def score_key(self) -> str:
+        """The headline score's key (the run config's ``score_key``: "per", "wer", ...)."""
+        return self.config.score_key
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.config.lower_is_better
+
+    @property
+    def score_is_percent(self) -> bool:
+        return self.config.score_is_percent
 
     @property
     def metric(self) -> str:

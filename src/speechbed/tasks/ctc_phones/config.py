@@ -79,6 +79,9 @@ class CtcEvaluationConfig(EvaluationConfig):
 class CtcPhonesRunConfig(RunConfig):
     """A phone recogniser's run: features from a cache, CTC training, PER scoring."""
 
+    score_key: ClassVar[str] = "per"
+    lower_is_better: ClassVar[bool] = True
+
     feature_cache_step: ClassVar[bool] = True
 
     data: FeatureStoreDataConfig = Field(description="feature cache and batching")

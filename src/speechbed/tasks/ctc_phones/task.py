@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,8 +43,6 @@ def store_token_list(loader: DataLoader) -> tuple[str, ...]:
 class CtcPhonesTask(Task):
     """Phone recognition with CTC, scored by phone error rate on 39 phones (lower is better)."""
 
-    lower_is_better: ClassVar[bool] = True
-    score_key: ClassVar[str] = "per"
     config: CtcPhonesRunConfig
 
     def __init__(self, config: CtcPhonesRunConfig) -> None:

@@ -119,6 +119,9 @@ class KwsEvaluationConfig(EvaluationConfig):
 class KwsRunConfig(RunConfig):
     """A keyword spotter's run: clip features, cross-entropy training, accuracy scoring."""
 
+    score_key: ClassVar[str] = "accuracy"
+    lower_is_better: ClassVar[bool] = False
+
     feature_cache_step: ClassVar[bool] = False
 
     data: KwsDataConfig = Field(description="clip feature stores and batching")

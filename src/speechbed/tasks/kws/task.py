@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,10 +64,6 @@ def predict_logits(
 
 class KwsTask(Task):
     """Keyword spotting: a clip's class, scored by accuracy (higher is better)."""
-
-    lower_is_better: ClassVar[bool] = False
-    score_key: ClassVar[str] = "accuracy"
-    score_is_percent: ClassVar[bool] = True
 
     config: KwsRunConfig
 

@@ -223,6 +223,9 @@ class RnntEvaluationConfig(EvaluationConfig):
 class RnntRunConfig(RunConfig):
     """A speech recogniser's run: manifests and a tokenizer, RNN-T training, WER scoring."""
 
+    score_key: ClassVar[str] = "wer"
+    lower_is_better: ClassVar[bool] = True
+
     data: RnntDataConfig = Field(description="manifests, tokenizer, batching and augmentation")
     model: RnntModelConfig = Field(
         default_factory=RnntModelConfig, description="front end and transducer"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -103,9 +103,6 @@ def word_trn_lines(transcripts: Mapping[str, str]) -> str:
 class RnntTask(Task):
     """Speech recognition with an RNN transducer, scored by word error rate (lower is better)."""
 
-    lower_is_better: ClassVar[bool] = True
-    score_key: ClassVar[str] = "wer"
-    score_is_percent: ClassVar[bool] = True
     config: RnntRunConfig
 
     def __init__(self, config: RnntRunConfig) -> None:

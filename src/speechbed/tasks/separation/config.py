@@ -93,6 +93,10 @@ class SeparationEvaluationConfig(EvaluationConfig):
 class SeparationRunConfig(RunConfig):
     """A separation run: speaker-independent two-speaker separation scored by SI-SDRi."""
 
+    score_key: ClassVar[str] = "si_sdri"
+    lower_is_better: ClassVar[bool] = False
+    score_is_percent: ClassVar[bool] = False
+
     data: SeparationDataConfig = Field(description="separation cache and batching")
     model: SeparationModelConfig = Field(
         default_factory=SeparationModelConfig, description="separation network"

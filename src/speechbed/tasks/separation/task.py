@@ -12,7 +12,7 @@ import csv
 import io
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,9 +67,6 @@ def model_settings(model: SeparationModelConfig) -> SeparationModelSettings:
 class SeparationTask(Task):
     """Two-speaker separation; dev metric and headline score: SI-SDR improvement (dB)."""
 
-    lower_is_better: ClassVar[bool] = False
-    score_key: ClassVar[str] = "si_sdri"
-    score_is_percent: ClassVar[bool] = False
     config: SeparationRunConfig
 
     def __init__(self, config: SeparationRunConfig) -> None:
