@@ -162,18 +162,25 @@ def uneven_shards(tone_corpus):  # noqa: F811
     return shards
 
 
-@pytest.mark.parametrize(("ranks", "workers"), [(1, 0), (2, 0), (2, 2), (3, 1)])
+@pytest.mark.parametrize(
+    ("ranks", "workers", "named_by"),
+    [(1, 0, "folder"), (2, 0, "folder"), (2, 2, "folder"), (3, 1, "pattern")],
+)
 def test_each_ranks_loader_yields_the_batches_counted_for_it(
-    tone_corpus,
+    tone_corpus,  # noqa: F811
     uneven_shards,
     ranks,
-    workers,  # noqa: F811
+    workers,
+    named_by,
 ):
     from speechbed.tasks.rnnt.task import RnntTask
 
+    shards = uneven_shards
+    if named_by == "pattern":
+        shards = uneven_shards / "shards-{000000..000001}.tar"
     config = run_config(
         tone_corpus,
-        data={"train_shards": str(uneven_shards), "batch_size": 2, "shuffle_buffer": 2,
+        data={"train_shards": str(shards), "batch_size": 2, "shuffle_buffer": 2,
               "num_workers": workers},
     )  # fmt: skip
     loader = RnntTask(config).open_loader("train", shuffle=True, seed=0)
