@@ -153,7 +153,10 @@ def test_analysis_notebook_runs_headless_and_draws_its_figures(demo, monkeypatch
     storage, _, _ = demo
     notebook = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
     monkeypatch.setenv("SPEECHBED_EXPERIMENTS", NAME)  # the kernel inherits the environment
-    monkeypatch.setenv("ARTIFACTS_DIRECTORY", str(storage / "artifacts"))
+    # the demo's storage folders (the runs' ${CACHE_DIRECTORY} is the cache they trained on,
+    # not the checkout's own storage/cache, which the reports would find changed: stale)
+    for variable, folder in (("DATA", "data"), ("CACHE", "cache"), ("ARTIFACTS", "artifacts")):
+        monkeypatch.setenv(f"{variable}_DIRECTORY", str(storage / folder))
     client = NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
     )
