@@ -225,3 +225,40 @@ def test_two_ranks_train_from_uneven_shards_in_step(tmp_path, tone_corpus, uneve
     steps = [event.step for event in accumulator.Scalars("step/learning_rate")]
     assert steps == [1, 2, 3, 4]
     assert (run_dir / "model.pt").is_file()
+
+
+def test_sigusr1_to_the_rank_with_fewer_batches_stops_both_at_one_step(
+    tmp_path,
+    tone_corpus,  # noqa: F811
+    uneven_shards,
+):
+    """Rank 1 spends the end of each epoch in empty steps; its vote still reaches rank 0."""
+    import signal
+    import time
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    config = run_config(
+        tone_corpus,
+        data={"train_shards": str(uneven_shards), "batch_size": 2, "shuffle_buffer": 2},
+        training={"num_epochs": 500, "num_threads": 1},
+    )
+    document = config.model_dump(mode="json")
+    document["info"]["run_dir"] = str(run_dir)
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(document))
+    processes = start(path, 2)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("epoch-*.pt")):
+        assert all(process.poll() is None for process in processes), "a rank ended early"
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGUSR1)
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    stopped = []
+    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 75, f"rank {rank}:\n{output}"
+        assert "Traceback" not in output, output
+        stopped += [line for line in output.splitlines() if "SIGUSR1: stopping" in line]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
