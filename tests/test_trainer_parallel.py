@@ -59,20 +59,27 @@ def write_config(
     return path
 
 
+def rank_environment(rank: int, ranks: int, port: int) -> dict[str, str]:
+    """The environment of one of ``ranks`` Gloo processes on loopback (tests/ importable)."""
+    tests = str(Path(__file__).resolve().parent)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(ranks),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+
+
 def start(config: Path, ranks: int) -> list[subprocess.Popen]:
     port = free_port()
     processes = []
     for rank in range(ranks):
-        environment = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "GLOO_SOCKET_IFNAME": "lo",
-        }
+        environment = rank_environment(rank, ranks, port)
         if ranks == 1:
             environment.pop("WORLD_SIZE")
         processes.append(
@@ -185,17 +192,25 @@ def test_sigusr1_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     write_cache(cache / "dev.zarr", 4, seed=2)
     config = write_config(tmp_path / "run.yml", tmp_path / "run", cache, 1, 500)
     processes = start(config, ranks=2)
-    checkpoints = tmp_path / "run" / "checkpoints"
+    stopped = stop_one_rank_after_an_epoch(processes, tmp_path / "run", rank=1)
+    assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
+
+
+def stop_one_rank_after_an_epoch(
+    processes: list[subprocess.Popen], run_dir: Path, rank: int
+) -> list[str]:
+    """Send SIGUSR1 to ``rank`` once the run has a checkpoint; check that every rank exits
+    75 without an error; return their "SIGUSR1: stopping" lines."""
     deadline = time.monotonic() + 120
-    while not list(checkpoints.glob("epoch-*.pt")):
+    while not list((run_dir / "checkpoints").glob("epoch-*.pt")):
         assert all(process.poll() is None for process in processes), "a rank ended early"
         assert time.monotonic() < deadline, "no epoch finished in time"
         time.sleep(0.05)
-    processes[1].send_signal(signal.SIGUSR1)
+    processes[rank].send_signal(signal.SIGUSR1)
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     stopped = []
-    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
-        assert process.returncode == 75, f"rank {rank}:\n{output}"
+    for number, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 75, f"rank {number}:\n{output}"
         assert "Connection closed" not in output and "Traceback" not in output, output
         stopped += [line for line in output.splitlines() if "SIGUSR1: stopping" in line]
-    assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
+    return stopped

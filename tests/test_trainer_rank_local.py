@@ -13,11 +13,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from test_rnnt_task import run_config, tone_corpus  # noqa: F401 (a fixture)
-from test_trainer_parallel import free_port, read_history, start
+from test_trainer_parallel import (
+    free_port,
+    rank_environment,
+    read_history,
+    start,
+    stop_one_rank_after_an_epoch,
+)
 
 from speechbed.corpora.asr_manifest import read_manifest
 from speechbed.corpora.shards import write_shards
@@ -115,7 +122,7 @@ def test_two_ranks_with_unequal_batches_step_on_the_mean_of_each_steps_batches(
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", STEPS, case],
-            env=environment(rank, 2, port),
+            env=rank_environment(rank, 2, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -129,24 +136,6 @@ def test_two_ranks_with_unequal_batches_step_on_the_mean_of_each_steps_batches(
         result = json.loads(output.split("RESULT ", 1)[1])
         assert result["steps"] == [steps] * EPOCHS
         assert result["weights"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
-
-
-def environment(rank: int, ranks: int, port: int) -> dict[str, str]:
-    import os
-    from pathlib import Path
-
-    tests = str(Path(__file__).resolve().parent)
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "RANK": str(rank),
-        "LOCAL_RANK": str(rank),
-        "WORLD_SIZE": str(ranks),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-        "GLOO_SOCKET_IFNAME": "lo",
-    }
 
 
 def test_one_process_takes_its_last_short_group_as_their_mean():
@@ -164,6 +153,22 @@ def uneven_shards(tone_corpus):  # noqa: F811
     shards = tone_corpus / "uneven-shards"
     write_shards(entries, tone_corpus / "wav", shards, 4, progress=False)
     return shards
+
+
+def shard_run_file(corpus: Path, shards: Path, run_dir: Path, training: dict) -> Path:
+    """The job file (beside ``run_dir``) of a tiny RNN-T run trained from ``shards``."""
+    import yaml
+
+    config = run_config(
+        corpus,
+        data={"train_shards": str(shards), "batch_size": 2, "shuffle_buffer": 2},
+        training={"num_threads": 1, **training},
+    )
+    document = config.model_dump(mode="json")
+    document["info"]["run_dir"] = str(run_dir)
+    path = run_dir.with_suffix(".yml")
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 @pytest.mark.parametrize(
@@ -200,21 +205,11 @@ def test_each_ranks_loader_yields_the_batches_counted_for_it(
 
 def test_two_ranks_train_from_uneven_shards_in_step(tmp_path, tone_corpus, uneven_shards):  # noqa: F811
     """Rank 0 reads 4 utterances (2 batches), rank 1 reads 2 (1 batch): 2 steps an epoch."""
-    import yaml
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = tmp_path / "run"
-    config = run_config(
-        tone_corpus,
-        data={"train_shards": str(uneven_shards), "batch_size": 2, "shuffle_buffer": 2},
-        training={"num_epochs": EPOCHS, "optimizer": "adam", "log10_learning_rate": -2.0,
-                  "num_threads": 1},
-    )  # fmt: skip
-    document = config.model_dump(mode="json")
-    document["info"]["run_dir"] = str(run_dir)
-    path = tmp_path / "run.yml"
-    path.write_text(yaml.safe_dump(document))
-    processes = start(path, 2)
+    training = {"num_epochs": EPOCHS, "optimizer": "adam", "log10_learning_rate": -2.0}
+    processes = start(shard_run_file(tone_corpus, uneven_shards, run_dir, training), 2)
     for rank, process in enumerate(processes):
         output = process.communicate(timeout=300)[0]
         assert process.returncode == 0, f"rank {rank}:\n{output}"
@@ -233,32 +228,7 @@ def test_sigusr1_to_the_rank_with_fewer_batches_stops_both_at_one_step(
     uneven_shards,
 ):
     """Rank 1 spends the end of each epoch in empty steps; its vote still reaches rank 0."""
-    import signal
-    import time
-
-    import yaml
-
     run_dir = tmp_path / "run"
-    config = run_config(
-        tone_corpus,
-        data={"train_shards": str(uneven_shards), "batch_size": 2, "shuffle_buffer": 2},
-        training={"num_epochs": 500, "num_threads": 1},
-    )
-    document = config.model_dump(mode="json")
-    document["info"]["run_dir"] = str(run_dir)
-    path = tmp_path / "run.yml"
-    path.write_text(yaml.safe_dump(document))
-    processes = start(path, 2)
-    deadline = time.monotonic() + 120
-    while not list((run_dir / "checkpoints").glob("epoch-*.pt")):
-        assert all(process.poll() is None for process in processes), "a rank ended early"
-        assert time.monotonic() < deadline, "no epoch finished in time"
-        time.sleep(0.05)
-    processes[1].send_signal(signal.SIGUSR1)
-    outputs = [process.communicate(timeout=120)[0] for process in processes]
-    stopped = []
-    for rank, (process, output) in enumerate(zip(processes, outputs, strict=True)):
-        assert process.returncode == 75, f"rank {rank}:\n{output}"
-        assert "Traceback" not in output, output
-        stopped += [line for line in output.splitlines() if "SIGUSR1: stopping" in line]
+    path = shard_run_file(tone_corpus, uneven_shards, run_dir, {"num_epochs": 500})
+    stopped = stop_one_rank_after_an_epoch(start(path, 2), run_dir, rank=1)
     assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
