@@ -21,7 +21,7 @@ import torch
 import yaml
 from test_training import TINY_MODEL, write_cache
 
-from speechbed.training.distributed import ProcessGroup, ShardedBatches
+from speechbed.training.distributed import ALONE, ProcessGroup, ShardedBatches, idle_gpus_note
 
 TRAIN = """
 import sys, torch, yaml
@@ -214,3 +214,13 @@ def stop_one_rank_after_an_epoch(
         assert "Connection closed" not in output and "Traceback" not in output, output
         stopped += [line for line in output.splitlines() if "SIGUSR1: stopping" in line]
     return stopped
+
+
+def test_a_job_that_sees_more_gpus_than_it_has_processes_is_told_so():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    note = idle_gpus_note(cuda, ALONE, visible=4)
+    assert "sees 4 GPUs but trains in 1 process(es)" in note and "processes: 4" in note
+    assert "3 stay idle" in note
+    assert idle_gpus_note(cuda, ProcessGroup(1, 4), visible=4) is None
+    assert idle_gpus_note(cuda, ALONE, visible=1) is None
+    assert idle_gpus_note(cpu, ALONE, visible=0) is None

@@ -168,6 +168,18 @@ def join_process_group(
     return ProcessGroup(torch.distributed.get_rank(), torch.distributed.get_world_size())
 
 
+def idle_gpus_note(device: torch.device, group: ProcessGroup, visible: int) -> str | None:
+    """What to say when a job sees more GPUs (``visible``) than it has training processes,
+    each of which trains on one: the others would idle for the whole run."""
+    if device.type != "cuda" or visible <= group.world_size:
+        return None
+    return (
+        f"this job sees {visible} GPUs but trains in {group.world_size} process(es), one GPU "
+        f"each: {visible - group.world_size} stay idle; set 'processes: {visible}' on its "
+        f"pipeline step (a sweep's num_gpus={visible} does) to train on all of them"
+    )
+
+
 class ShardedBatches:
     """A batch sampler's batches of one rank: batch i when i mod world_size is its rank."""
 

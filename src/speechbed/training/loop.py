@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from speechbed.errors import UserInputError
 from speechbed.lineage import FINGERPRINT_FILE
 from speechbed.outputs import make_folder
 from speechbed.run_folder import RunFolder
 from speechbed.training.checkpoints import CheckpointStore, remove_dead_leftovers
 from speechbed.training.config import RunConfig
-from speechbed.training.distributed import ProcessGroup, join_process_group
+from speechbed.training.distributed import ProcessGroup, idle_gpus_note, join_process_group
 from speechbed.training.model_file import load_model_record, mark_trained, save_model_record
 from speechbed.training.run_lineage import TRAINING_CODE_VERSION, RunIdentity, move_run_aside
 from speechbed.training.task import make_task
@@ -146,7 +148,11 @@ def train_run(
     """
     run = RunFolder(Path(config.info.run_dir))
     task = make_task(config)
-    group = join_process_group(resolve_device(config.training.device))
+    device = resolve_device(config.training.device)
+    group = join_process_group(device)
+    visible = torch.cuda.device_count() if device.type == "cuda" else 0
+    if group.writes and (note := idle_gpus_note(device, group, visible)):
+        print(f"{config.info.name}: {note}", flush=True)
     identity = RunIdentity.of(config)
     skipped = _prepared_on_every_rank(group, config, identity, force, keep)
     if skipped is not None:
