@@ -7,11 +7,13 @@ and the batch script is one fixed text that runs them with ``exec "$@"``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechbed.outputs import write_text_atomic
 from speechbed.pipeline.slurm.settings import SlurmJobOptions, SlurmSettings
 
 #: The batch script of every job (sbatch reads it from stdin): it runs its arguments as given.
@@ -193,6 +195,30 @@ def active_job_with_comment(squeue_output: str, comment: str) -> str | None:
             if parts[0].isdigit():
                 found.append(int(parts[0]))
     return str(max(found)) if found else None
+
+
+def exit_record(output: Path) -> Path:
+    """Where a job's batch step records how it ended, beside Slurm's output file of the job:
+    the watcher reads it when the controller no longer lists the job (a finished job is
+    purged ``MinJobAge`` seconds after it ends, before a late watcher asks)."""
+    return output.with_name(f"{output.name}.exit.json")
+
+
+def write_exit_record(output: Path, job_id: str, exit_code: int) -> None:
+    write_text_atomic(exit_record(output), json.dumps({"job_id": job_id, "exit_code": exit_code}))
+
+
+def read_exit_record(output: Path, job_id: str) -> int | None:
+    """The exit status job ``job_id`` recorded beside ``output``; None when it recorded none
+    (or the record is another job's: an earlier run of the same output)."""
+    try:
+        record = json.loads(exit_record(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("job_id") != job_id:
+        return None
+    code = record.get("exit_code")
+    return code if isinstance(code, int) else None
 
 
 def show_job_command(job_id: str) -> list[str]:

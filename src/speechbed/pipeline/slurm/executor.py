@@ -148,7 +148,7 @@ class SlurmExecutor(Executor):
         array: list[str] = []
         in_array = self._arrays.get(job.index)
         if in_array is None:
-            batch += ["--", *job_argv(job)]
+            batch += ["--output", str(output), "--", *job_argv(job)]
             job_name, comment, pattern = f"{job.pipeline}/{job.name}", job_comment(job.key), output
         else:
             sidecar, position, throttle = in_array

@@ -12,9 +12,11 @@ process per job, its log, its signals and its watchdog, as for the host executor
   element, ``ARRAY_INDEX``.
 - Slurm's output file of the job is copied to stdout as it grows: the runner writes it to the
   job's log and the console, as on the host.
-- The job's state is read with ``scontrol show job`` (no accounting needed); the watcher exits
-  with the job's exit code, and writes the Slurm job id and, for TIMEOUT, OUT_OF_MEMORY,
-  NODE_FAIL and the like, the reason to ``--status`` for the summary.
+- The job's state is read with ``scontrol show job`` (no accounting needed), or, once
+  Slurm has purged a finished job (``MinJobAge``), from the exit record its batch step
+  left beside its output (``commands.exit_record``); the watcher exits with the job's exit
+  code, and writes the Slurm job id and, for TIMEOUT, OUT_OF_MEMORY, NODE_FAIL and the
+  like, the reason to ``--status`` for the summary.
 - SIGTERM from the runner (Ctrl-C, ``--kill-grace``) cancels the job. SIGTERM because the
   runner died (its death signal; the watcher's parent has changed) leaves the job running, so
   the next run adopts it.
@@ -43,7 +45,9 @@ from speechbed.pipeline.slurm.commands import (
     JobInfo,
     active_job_with_comment,
     cancel_command,
+    exit_record,
     parse_job,
+    read_exit_record,
     show_job_command,
     squeue_command,
     submitted_job_id,
@@ -186,8 +190,9 @@ class Watcher:
 
     def _submit(self) -> str | None:
         """Submit the job; the reason when Slurm refused it."""
-        with contextlib.suppress(FileNotFoundError):
-            self.output.unlink()  # a new job's output starts empty (requeues append to it)
+        for stale in (self.output, exit_record(self.output)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()  # a new job's output starts empty (requeues append to it)
         if self.arguments.lineage:
             with contextlib.suppress(FileNotFoundError):
                 Path(self.arguments.lineage[0]).unlink()
@@ -228,9 +233,7 @@ class Watcher:
                 next_query = time.monotonic() + self.arguments.poll
                 if isinstance(info, str):
                     if "Invalid job id" in info or "not found" in info:
-                        return self._failed(
-                            f"Slurm job {self.job_id} is gone from the controller ({info})"
-                        )
+                        return self._forgotten(info, tail)
                     if info != unreachable:
                         _say(f"warning: cannot read the job's state ({info}); retrying")
                     unreachable = info
@@ -246,6 +249,18 @@ class Watcher:
                     if info.final:
                         return self._finished(info, tail)
             time.sleep(TAIL_SECONDS)
+
+    def _forgotten(self, why: str, tail: OutputTail) -> int:
+        """The controller no longer lists the job: it ended ``MinJobAge`` seconds or more
+        ago (a late watcher: an element whose turn came after it ran), or it never ran. Its
+        batch step's exit record says how it ended; without one, the job failed."""
+        assert self.job_id is not None
+        code = read_exit_record(self.output, self.job_id)
+        if code is None:
+            return self._failed(f"Slurm job {self.job_id} is gone from the controller ({why})")
+        _say(f"job {self.job_id} ended before Slurm was asked (its record is gone); exit {code}")
+        state = "COMPLETED" if code == 0 else "FAILED"
+        return self._finished(JobInfo(state=state, exit_code=code), tail)
 
     def _finished(self, info: JobInfo, tail: OutputTail) -> int:
         time.sleep(TAIL_SECONDS)  # the last lines may land just after the state changes
