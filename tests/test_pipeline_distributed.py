@@ -46,6 +46,18 @@ def run(environ: dict[str, str], pipeline: Path, *flags: str) -> tuple[int, str]
     return code, output.getvalue()
 
 
+def start_runner(pipeline: Path, environ: dict[str, str]) -> subprocess.Popen:
+    """scripts/pipeline.py on ``pipeline`` in its own session, its output on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, str(REPOSITORY / "scripts" / "pipeline.py"), "-y", str(pipeline)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture
 def cpu_env(testbed_env: dict[str, str]) -> dict[str, str]:
     # One thread per rank on this small machine; Gloo on the loopback device.
@@ -182,14 +194,7 @@ def test_a_failing_rank_fails_the_job_and_sigterm_ends_every_rank(tmp_path, cpu_
     # the runner's SIGTERM (Ctrl-C) ends the job: torchrun and both ranks
     sleeping = rank_job(tmp_path / "sleeping", "sleeping", sleep=600, processes=2)
     pipeline = write_pipeline(tmp_path / "q.yml", [sleeping])
-    runner = subprocess.Popen(
-        [sys.executable, str(REPOSITORY / "scripts" / "pipeline.py"), "-y", str(pipeline)],
-        env=cpu_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    runner = start_runner(pipeline, cpu_env)
     files = [tmp_path / "sleeping" / f"rank{rank}.json" for rank in range(2)]
     deadline = time.monotonic() + 60
     while not all(path.exists() and path.stat().st_size for path in files):
@@ -328,14 +333,7 @@ def test_on_slurm_the_time_limit_signal_reaches_every_rank_and_the_job_resumes(
     (tmp_path / "checkpointing.py").write_text(CHECKPOINTING_RANK)
     job = {"script": "checkpointing.py", "config": "job.yml", "name": "train"}
     pipeline = write_pipeline(tmp_path / "p.yml", [{**job, "run_in": "slurm", "processes": 2}])
-    runner = subprocess.Popen(
-        [sys.executable, str(REPOSITORY / "scripts" / "pipeline.py"), "-y", str(pipeline)],
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    runner = start_runner(pipeline, environ)
     try:
         wait(lambda: all((tmp_path / f"started.{rank}").exists() for rank in "01"), 60, "ranks")
         listing = slurm("squeue", "--noheader", "--me", "--format=%i|%j")

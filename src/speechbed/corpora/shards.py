@@ -327,8 +327,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def rank_and_world(self) -> tuple[int, int]:
+        """This reader's (rank, world size): as given, else torch.distributed's, else (0, 1)."""
+        return _rank_and_world(self.rank, self.world_size)
+
     def _slot(self) -> tuple[int, int]:
-        rank, world_size = _rank_and_world(self.rank, self.world_size)
+        rank, world_size = self.rank_and_world()
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return rank * workers + worker, world_size * workers

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -28,6 +28,9 @@ from speechbed.training.model_file import load_model_record, mark_trained, save_
 from speechbed.training.run_lineage import TRAINING_CODE_VERSION, RunIdentity, move_run_aside
 from speechbed.training.task import make_task
 from speechbed.training.trainer import Trainer, resolve_device
+
+#: What a rank-0 action returns.
+T = TypeVar("T")
 
 
 class TrainingJob(RunConfig):
@@ -105,30 +108,24 @@ def _prepare_run(
     return None
 
 
-def _prepared_on_every_rank(
-    group: ProcessGroup,
-    config: RunConfig,
-    identity: RunIdentity,
-    force: bool,
-    keep: Iterable[Path],
-) -> TrainingSummary | None:
-    """``_prepare_run`` on rank 0, its outcome shared with the other ranks (which stop with
-    an error when it failed, instead of waiting for a rank that will never train)."""
+def _on_rank_zero(group: ProcessGroup, config: RunConfig, doing: str, action: Callable[[], T]) -> T:
+    """``action()`` on rank 0, its outcome shared: the other ranks get its value, or stop
+    with an error when it failed (instead of waiting for a rank that will never go on)."""
     if not group.writes:
-        prepared, skipped = group.share(None)
-        if not prepared:
+        done, value = group.share(None)
+        if not done:
             raise UserInputError(
-                f"{config.info.name}: rank 0 could not prepare the run (see its error); rank "
+                f"{config.info.name}: rank 0 could not {doing} (see its error); rank "
                 f"{group.rank} stops"
             )
-        return skipped
+        return value
     try:
-        skipped = _prepare_run(config, identity, force, keep)
+        value = action()
     except BaseException:
         group.share((False, None))
         raise
-    group.share((True, skipped))
-    return skipped
+    group.share((True, value))
+    return value
 
 
 def train_run(
@@ -150,11 +147,12 @@ def train_run(
     task = make_task(config)
     device = resolve_device(config.training.device)
     group = join_process_group(device)
-    visible = torch.cuda.device_count() if device.type == "cuda" else 0
-    if group.writes and (note := idle_gpus_note(device, group, visible)):
+    if group.writes and (note := idle_gpus_note(device, group, torch.cuda.device_count())):
         print(f"{config.info.name}: {note}", flush=True)
     identity = RunIdentity.of(config)
-    skipped = _prepared_on_every_rank(group, config, identity, force, keep)
+    skipped = _on_rank_zero(
+        group, config, "prepare the run", lambda: _prepare_run(config, identity, force, keep)
+    )
     if skipped is not None:
         return skipped
     store = CheckpointStore(run)
@@ -168,25 +166,18 @@ def train_run(
     best = trainer.best_epoch()
     value = trainer.history[best - 1][task.metric]
     summary = TrainingSummary(best, value, len(trainer.history), skipped=False)
-    if group.writes:
-        try:
-            save_model_record(
-                run,
-                trainer.best_weights(store.load(best)),
-                trainer.model_description,
-                {
-                    "epoch": best,
-                    task.metric: value,
-                    **identity.record(),
-                    "run_name": config.info.name,
-                },
-            )
-            mark_trained(run, identity)
-        except BaseException:
-            group.share(False)
-            raise
+
+    def save() -> None:
+        save_model_record(
+            run,
+            trainer.best_weights(store.load(best)),
+            trainer.model_description,
+            {"epoch": best, task.metric: value, **identity.record(), "run_name": config.info.name},
+        )
+        mark_trained(run, identity)
         print(f"{config.info.name}: best epoch {best}, {task.describe_metric(value)}")
-    if not group.share(True):  # the other ranks end once model.pt is written, or fail
-        raise UserInputError(f"{config.info.name}: rank 0 could not save the model (see its error)")
+
+    # the other ranks end once model.pt is written, or fail with rank 0
+    _on_rank_zero(group, config, "save the model", save)
     group.leave()
     return summary

@@ -91,14 +91,6 @@ class ShardBatchLoader:
         loader = DataLoader(self.batches, batch_size=None, num_workers=self.num_workers)
         return iter(loader)
 
-    def _rank_and_world(self) -> tuple[int, int]:
-        shards = self.batches.shards
-        if shards.rank is not None and shards.world_size is not None:
-            return shards.rank, shards.world_size
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
     def rank_batch_counts(self) -> list[int]:
         """The batches each rank reads in an epoch (from the utterance counts in shards.json):
         its (rank, worker) slots' utterances cut into batches, slot by slot."""
@@ -109,7 +101,7 @@ class ShardBatchLoader:
                 f"data.train_shards: {shards.urls[0]}: training needs the shards' shards.json "
                 "beside them (scripts/write_shards.py writes it), listing these shards"
             )
-        world_size = self._rank_and_world()[1]
+        world_size = shards.rank_and_world()[1]
         workers = max(1, self.num_workers)
         counts = []
         for rank in range(world_size):
@@ -125,7 +117,7 @@ class ShardBatchLoader:
 
     def __len__(self) -> int:
         """Batches per epoch of this loader's rank (all of them for one process)."""
-        return self.rank_batch_counts()[self._rank_and_world()[0]]
+        return self.rank_batch_counts()[self.batches.shards.rank_and_world()[0]]
 
 
 def open_shard_loader(
